@@ -1,0 +1,1 @@
+"""mtsweep's orchestrator: the command line, sweeps (Optuna + Ray Tune), tracking (MLflow)."""

@@ -1,0 +1,41 @@
+"""The `mtsweep` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from trainables import cli as trainable_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mtsweep",
+        description="Sweeps over multi-task BERT fine-tuning (SST-5, QQP, STS-B).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train one trial without Ray and print its dev metrics")
+    trainable_cli.add_train_arguments(t)
+    t.set_defaults(run=trainable_cli.run_train)
+
+    data = sub.add_parser("data", help="data utilities")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    demo = data_sub.add_parser("demo", help="write the synthetic demo data set (CS224N layout)")
+    trainable_cli.add_demo_arguments(demo)
+    demo.set_defaults(run=trainable_cli.run_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Never reach for a hub unless the user's environment says so; tests set these offline.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    trainable_cli.setup_logging()
+    return trainable_cli.guarded(args.run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

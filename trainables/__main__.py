@@ -1,0 +1,5 @@
+import sys
+
+from trainables.cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""The multi-task model: one shared encoder, a pooling step, one head and one loss per task."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainables.config import TrialConfig
+from trainables.errors import ConfigError
+from trainables.heads import HEADS
+from trainables.losses import LOSSES
+from trainables.tasks import TASKS
+from trainables.weighting import WEIGHTINGS
+
+Batch = dict[str, torch.Tensor]
+
+
+class Pooling(nn.Module):
+    """(batch, seq, hidden) token states + mask → (batch, hidden) sentence embedding."""
+
+    MODES = ("cls", "mean")
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        if mode not in self.MODES:
+            raise ConfigError(f"encoder.pooling: {mode!r}; valid: {', '.join(self.MODES)}")
+        self.mode = mode
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.mode == "cls":
+            return states[:, 0]
+        m = mask.unsqueeze(-1).to(states.dtype)
+        return (states * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class MultiTaskModel(nn.Module):
+    """Encoder + per-task heads, losses and the loss weighting.
+
+    `forward(step)` takes the batches of one optimizer step, {task: batch}, and returns
+    {"outputs": {task: (B, k)}, "losses": {task: raw loss}, "weighted": {task: weighted loss}}.
+    Losses are computed inside forward so that DDP sees every parameter that takes part.
+    """
+
+    def __init__(self, config: TrialConfig, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        if config.encoder.fine_tune == "frozen":
+            encoder.requires_grad_(False)
+        self.pooling = Pooling(config.encoder.pooling)
+        hidden = encoder.config.hidden_size
+        self.heads = nn.ModuleDict()
+        self.losses = nn.ModuleDict()
+        for name, tc in config.tasks.items():
+            key = f"tasks.{name}"
+            loss = LOSSES.build(tc.loss, TASKS[name], key=f"{key}.loss_args", **tc.loss_args)
+            head = HEADS.build(
+                tc.head, hidden, loss.num_outputs, config.encoder.hidden_dropout,
+                key=f"{key}.head_args", **tc.head_args,
+            )
+            loss.bind_output_range(head.output_range)
+            self.heads[name] = head
+            self.losses[name] = loss
+        weights = {t: tc.weight for t, tc in config.tasks.items()}
+        self.weighting = WEIGHTINGS.build(
+            config.weighting.name, weights, key="weighting.args", **config.weighting.args
+        )
+
+    def input_mode(self, task: str) -> str:
+        return self.heads[task].input_mode
+
+    def embed(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L) token ids → (B, hidden) pooled embeddings."""
+        states = self.encoder(
+            input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        return self.pooling(states, mask)
+
+    def task_outputs(self, task: str, batch: Batch) -> torch.Tensor:
+        """The head's (B, k) outputs for one task's batch."""
+        head = self.heads[task]
+        if head.input_mode == "separate":
+            # Both sentences of the pair in one encoder pass: pad to a common length, stack.
+            a, ma = batch["input_ids_a"], batch["attention_mask_a"]
+            b, mb = batch["input_ids_b"], batch["attention_mask_b"]
+            width = max(a.shape[1], b.shape[1])
+            ids = torch.cat([_pad(a, width), _pad(b, width)])
+            mask = torch.cat([_pad(ma, width), _pad(mb, width)])
+            emb = self.embed(ids, mask)
+            n = a.shape[0]
+            return head(emb[:n], emb[n:])
+        emb = self.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        return head(emb)
+
+    def forward(self, step: dict[str, Batch]) -> dict[str, dict[str, torch.Tensor]]:
+        outputs = {t: self.task_outputs(t, b) for t, b in step.items()}
+        losses = {
+            t: self.losses[t](outputs[t], b["labels"]) for t, b in step.items() if "labels" in b
+        }
+        return {"outputs": outputs, "losses": losses, "weighted": self.weighting(losses)}
+
+    @torch.no_grad()
+    def predict(self, task: str, batch: Batch) -> torch.Tensor:
+        """(B,) predictions in label space: class ids, or scores in the task's range."""
+        return self.losses[task].predict(self.task_outputs(task, batch))
+
+
+def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    return nn.functional.pad(x, (0, width - x.shape[1])) if x.shape[1] < width else x

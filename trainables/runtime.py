@@ -1,0 +1,45 @@
+"""Where and how a trial runs (never what it compares): devices, precision, threads, paths."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Runtime:
+    # None: a GPU when one is visible, else the CPU. True forces the CPU.
+    cpu: bool | None = None
+    # "auto": bf16 on a GPU that supports it, fp32 elsewhere.
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    # Attention kernel of the encoder: "auto" = PyTorch SDPA where the model supports it.
+    attention: Literal["auto", "sdpa", "eager"] = "auto"
+    # torch intra-op threads per process; None leaves PyTorch's default.
+    num_threads: int | None = None
+    # Tokenized-data cache (Arrow files); default $MTSWEEP_CACHE or ~/.cache/mtsweep.
+    cache_dir: str | None = None
+    # Results of the trial (config, metrics, confusion matrices, predictions, final model).
+    out_dir: str | None = None
+    # Per-epoch training state for resuming; default <out_dir>/checkpoints when out_dir is set.
+    checkpoint_dir: str | None = None
+    # An epoch checkpoint folder (…/epoch-N) to continue from.
+    resume_from: str | None = None
+    # How many epoch checkpoints to keep (the newest).
+    keep_checkpoints: int = 1
+    # Training progress lines per epoch (0: none).
+    progress_lines: int = 4
+    # Check the loss for NaN/inf every this many steps (each check syncs with the device).
+    nan_check_every: int = 10
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        env = os.environ.get("MTSWEEP_CACHE")
+        return Path(env) if env else Path.home() / ".cache" / "mtsweep"
+
+    def resolved_checkpoint_dir(self) -> Path | None:
+        if self.checkpoint_dir:
+            return Path(self.checkpoint_dir)
+        return Path(self.out_dir) / "checkpoints" if self.out_dir else None

@@ -1,0 +1,376 @@
+"""The training loop: one trial, config → per-epoch dev metrics.
+
+Written as the Accelerate examples are: seed, build, `prepare` once, step, gather for metrics,
+save state. Works in one process or many (DDP; `accelerate launch --num_processes N`, or Ray
+Train workers). Data are sharded here rather than by a prepared DataLoader because every
+process must follow the same multi-task plan (same task at the same step).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainables.config import TrialConfig
+from trainables.data.batching import collate
+from trainables.data.loading import BatchStream, TaskSplit, load_task_splits
+from trainables.encoder import load_encoder
+from trainables.gradients import GRADIENTS
+from trainables.metrics import TASK_METRIC, accuracy, confusion_matrix, overall_scores, pearson
+from trainables.model import MultiTaskModel
+from trainables.runtime import Runtime
+from trainables.schedules import SCHEDULES
+from trainables.tasks import TASKS
+
+log = logging.getLogger("mtsweep.train")
+
+STATE_FILE = "trainer_state.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EpochReport:
+    """What a callback receives after each epoch (on every process)."""
+
+    epoch: int  # 1-based
+    metrics: dict[str, float]
+    checkpoint: Path | None  # this epoch's state folder, when checkpointing
+    is_main: bool
+
+
+EpochCallback = Callable[[EpochReport], None]
+
+
+def make_accelerator(runtime: Runtime):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cpu = runtime.cpu if runtime.cpu is not None else not torch.cuda.is_available()
+    precision = runtime.mixed_precision
+    if precision == "auto":
+        bf16 = not cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        precision = "bf16" if bf16 else "no"
+    # Heads of the tasks not in a step take no part in it.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=cpu, mixed_precision=precision, kwargs_handlers=[ddp])
+
+
+def _optimizer(model: MultiTaskModel, config: TrialConfig) -> torch.optim.Optimizer:
+    o = config.optim
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # No weight decay on biases, LayerNorm weights or learned loss weights.
+        (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": o.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
+
+
+def _lr_scheduler(optimizer, config: TrialConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    names = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+    warmup = int(config.optim.warmup_ratio * total_steps)
+    return get_scheduler(
+        names[config.optim.decay], optimizer, num_warmup_steps=warmup,
+        num_training_steps=total_steps,
+    )
+
+
+def _to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "index"}
+
+
+def train(
+    config: TrialConfig, runtime: Runtime | None = None, callbacks: Sequence[EpochCallback] = ()
+) -> dict[str, Any]:
+    """Train one trial and return the last epoch's metrics (plus timing).
+
+    Metrics: sst_acc, para_acc, sts_corr (tasks present), overall, overall_mean,
+    train_loss_<task>, epoch, epochs_completed, train_seconds, examples_per_second.
+    """
+    from accelerate.utils import set_seed
+
+    runtime = runtime or Runtime()
+    if runtime.num_threads:
+        torch.set_num_threads(runtime.num_threads)
+    accelerator = make_accelerator(runtime)
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    say = _printer(main)
+
+    # Seed before anything random is built; bit-exact on CPU.
+    set_seed(config.seed, deterministic=accelerator.device.type == "cpu")
+
+    tokenizer, encoder = load_encoder(config.encoder, runtime.attention)
+    model = MultiTaskModel(config, encoder)
+    modes = {t: model.input_mode(t) for t in config.tasks}
+    splits = load_task_splits(config, tokenizer, modes, runtime.resolved_cache_dir())
+    pad_id = tokenizer.pad_token_id or 0
+
+    streams_meta = {
+        t: BatchStream(splits[t]["train"], config.batch_size, world, rank, (config.seed,), True)
+        for t in config.tasks
+    }
+    schedule = SCHEDULES.build(
+        config.schedule.name, {t: s.batches_per_pass() for t, s in streams_meta.items()},
+        config.schedule.epoch_length, config.schedule.steps_per_epoch, config.epochs,
+        **config.schedule.args,
+    )
+    plans = [schedule.plan(e, np.random.default_rng([config.seed, e, 1])) for e in range(config.epochs)]
+    total_steps = sum(len(p) for p in plans)
+    rule = GRADIENTS.build(config.gradient.name, **config.gradient.args)
+
+    optimizer = _optimizer(model, config)
+    lr_scheduler = _lr_scheduler(optimizer, config, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # Stepped once per optimizer step here (a prepared scheduler would step once per process).
+    accelerator.register_for_checkpointing(lr_scheduler)
+    core: MultiTaskModel = accelerator.unwrap_model(model)
+
+    sizes = ", ".join(f"{t} {len(splits[t]['train'])}" for t in config.tasks)
+    say(
+        f"trial {config.fingerprint()}: train examples {sizes}; "
+        f"schedule {config.schedule.name}/{config.schedule.epoch_length}, "
+        f"{total_steps} steps over {config.epochs} epochs, {world} process(es) on "
+        f"{accelerator.device.type}, precision {accelerator.mixed_precision}"
+    )
+
+    ckpt_root = runtime.resolved_checkpoint_dir()
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    train_seconds = 0.0
+    examples_seen = 0
+    if runtime.resume_from:
+        state = json.loads((Path(runtime.resume_from) / STATE_FILE).read_text())
+        if state["config_fingerprint"] != config.fingerprint():
+            from trainables.errors import ConfigError
+
+            raise ConfigError(
+                f"{runtime.resume_from}: checkpoint belongs to a different trial config "
+                f"({state['config_fingerprint']} ≠ {config.fingerprint()})"
+            )
+        accelerator.load_state(runtime.resume_from)
+        start_epoch = state["epoch"]
+        history = state["history"]
+        train_seconds = state["train_seconds"]
+        examples_seen = state["examples_seen"]
+        say(f"resumed from {runtime.resume_from} after epoch {start_epoch}")
+
+    out_dir = Path(runtime.out_dir) if runtime.out_dir else None
+    if out_dir and main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(config.to_yaml())
+
+    metrics: dict[str, Any] = history[-1] if history else {}
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        plan = plans[epoch]
+        streams = {
+            t: BatchStream(splits[t]["train"], config.batch_size, world, rank,
+                           (config.seed, epoch, i), config.data.bucket)
+            for i, t in enumerate(config.tasks)
+        }
+        loss_sums = {t: torch.zeros((), device=accelerator.device) for t in config.tasks}
+        loss_counts = dict.fromkeys(config.tasks, 0)
+        every = max(1, len(plan) // runtime.progress_lines) if runtime.progress_lines else 0
+        t0 = time.perf_counter()
+        epoch_examples = 0
+        for step_i, step_tasks in enumerate(plan):
+            batches = {}
+            for t in step_tasks:
+                rows = streams[t].next()
+                batches[t] = _to_device(collate(splits[t]["train"].data, rows, pad_id), accelerator.device)
+                epoch_examples += len(rows)
+            sync = accelerator.no_sync(model) if rule.manual_sync else nullcontext()
+            with sync:
+                out = model(batches)
+                rule.backward(accelerator, model, out["weighted"])
+            if config.optim.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            for t, loss in out["losses"].items():
+                loss_sums[t] += loss.detach().float()
+                loss_counts[t] += 1
+            if runtime.nan_check_every and (step_i + 1) % runtime.nan_check_every == 0:
+                _check_finite(out["losses"], epoch, step_i)
+            if every and main and (step_i + 1) % every == 0:
+                rate = epoch_examples * world / (time.perf_counter() - t0)
+                say(f"  epoch {epoch + 1} step {step_i + 1}/{len(plan)} · {rate:.0f} examples/s",
+                    err=True)
+        _check_finite(out["losses"], epoch, len(plan) - 1) if plan else None
+        if accelerator.device.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_seconds = time.perf_counter() - t0
+        train_seconds += epoch_seconds
+        examples_seen += epoch_examples * world
+
+        t1 = time.perf_counter()
+        dev = evaluate(core, splits, accelerator, config.eval_batch_size, pad_id, config.data.bucket)
+        metrics = {
+            "epoch": epoch + 1,
+            **dev["metrics"],
+            **{f"train_loss_{t}": (loss_sums[t] / max(loss_counts[t], 1)).item() for t in config.tasks},
+            "lr": lr_scheduler.get_last_lr()[0],
+            "epoch_seconds": epoch_seconds,
+            "eval_seconds": time.perf_counter() - t1,
+            "train_seconds": train_seconds,
+            "examples_per_second": examples_seen / train_seconds if train_seconds else 0.0,
+        }
+        history.append(metrics)
+        say(_format_epoch(metrics, config.epochs))
+
+        ckpt = None
+        if ckpt_root is not None:
+            ckpt = ckpt_root / f"epoch-{epoch + 1}"
+            accelerator.save_state(str(ckpt))
+            if main:
+                (ckpt / STATE_FILE).write_text(json.dumps({
+                    "epoch": epoch + 1, "config_fingerprint": config.fingerprint(),
+                    "config": config.to_dict(), "history": history,
+                    "train_seconds": train_seconds, "examples_seen": examples_seen,
+                }, indent=1))
+                _prune(ckpt_root, runtime.keep_checkpoints)
+            accelerator.wait_for_everyone()
+        if out_dir and main:
+            _write_epoch_outputs(out_dir, metrics, dev)
+        for cb in callbacks:
+            cb(EpochReport(epoch + 1, metrics, ckpt, main))
+
+    if out_dir:
+        accelerator.wait_for_everyone()
+        if main:
+            _save_model(accelerator, core, tokenizer, config, out_dir / "model")
+            (out_dir / "summary.json").write_text(json.dumps(_summary(metrics, history), indent=1))
+    return _summary(metrics, history)
+
+
+def _summary(metrics: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**metrics, "epochs_completed": len(history)}
+
+
+def _check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+    for t, loss in losses.items():
+        if not torch.isfinite(loss).item():
+            raise TrainingDiverged(
+                f"loss of task {t!r} is {loss.item()} at epoch {epoch + 1}, step {step + 1}"
+            )
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskModel, splits: dict[str, dict[str, TaskSplit]], accelerator, batch_size: int,
+    pad_id: int, bucket: bool = True, split: str = "dev",
+) -> dict[str, Any]:
+    """Predict every task's `split` (sharded over processes, gathered) and score it.
+
+    Returns {"metrics": {...}, "predictions": {task: {"id", "label", "prediction"}},
+    "confusion": {task: matrix}}.
+    """
+    from accelerate.utils import gather_object
+
+    was_training = model.training
+    model.eval()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    metrics: dict[str, float] = {}
+    predictions: dict[str, dict[str, np.ndarray]] = {}
+    confusion: dict[str, np.ndarray] = {}
+    for task, parts in splits.items():
+        part = parts[split]
+        local: list[tuple[int, float]] = []
+        for rows in part.batches(batch_size, shuffle=False, seed=0, bucket=bucket)[rank::world]:
+            batch = _to_device(collate(part.data, rows, pad_id), accelerator.device)
+            with accelerator.autocast():
+                pred = model.predict(task, batch)
+            local.extend(zip(rows.tolist(), pred.float().cpu().tolist()))
+        pairs = sorted(gather_object(local)) if world > 1 else sorted(local)
+        rows = np.array([r for r, _ in pairs], dtype=np.int64)
+        pred = np.array([p for _, p in pairs])
+        spec = TASKS[task]
+        entry = {"id": np.array(part.data.ids, dtype=object)[rows], "prediction": pred}
+        if "label" in part.data.table.column_names:
+            gold = part.data.table.column("label").to_numpy()[rows]
+            entry["label"] = gold
+            if spec.is_regression:
+                metrics[TASK_METRIC[task]] = pearson(pred, gold)
+            else:
+                metrics[TASK_METRIC[task]] = accuracy(pred.astype(np.int64), gold)
+                confusion[task] = confusion_matrix(pred.astype(np.int64), gold, spec.num_classes)
+        predictions[task] = entry
+    metrics.update(overall_scores(metrics))
+    if was_training:
+        model.train()
+    return {"metrics": metrics, "predictions": predictions, "confusion": confusion}
+
+
+def _format_epoch(m: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {m['epoch']}/{epochs}"]
+    for key in ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean"):
+        if key in m:
+            parts.append(f"{key} {m[key]:.4f}")
+    parts.append(f"{m['examples_per_second']:.0f} ex/s")
+    return " · ".join(parts)
+
+
+def _prune(root: Path, keep: int) -> None:
+    done = sorted(
+        (p for p in root.glob("epoch-*") if (p / STATE_FILE).exists()),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    for old in done[: max(0, len(done) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_epoch_outputs(out_dir: Path, metrics: dict[str, Any], dev: dict[str, Any]) -> None:
+    """metrics.jsonl (one line per epoch), confusion matrices and dev predictions (latest)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open(out_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    (out_dir / "confusion.json").write_text(json.dumps(
+        {t: m.tolist() for t, m in dev["confusion"].items()}, indent=1
+    ))
+    pred_dir = out_dir / "predictions"
+    pred_dir.mkdir(exist_ok=True)
+    for task, entry in dev["predictions"].items():
+        table = pa.table({k: list(v) if k == "id" else v for k, v in entry.items()})
+        pq.write_table(table, pred_dir / f"{task}-dev.parquet")
+
+
+def _save_model(accelerator, core: MultiTaskModel, tokenizer, config: TrialConfig, folder: Path) -> None:
+    """The final model: weights (safetensors), the resolved config, and the encoder's config and
+    tokenizer, so that it loads with no hub access."""
+    folder.mkdir(parents=True, exist_ok=True)
+    accelerator.save_model(core, str(folder))
+    (folder / "config.yaml").write_text(config.to_yaml())
+    core.encoder.config.save_pretrained(folder / "encoder")
+    tokenizer.save_pretrained(folder / "encoder")
+
+
+def _printer(main: bool):
+    def say(msg: str, err: bool = False) -> None:
+        if main:
+            print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+
+    return say
