@@ -31,15 +31,24 @@ def tok():
 
 def _sst() -> RawSplit:
     texts = ["a good film .", "terrible", "the plot is dull and the cast is weak .", "ok"]
-    return RawSplit("sst", "mem", "jsonl", ["w", "x", "y", "z"], texts, None,
-                    np.array([3, 0, 1, 2], dtype=np.int64), 0)
+    return RawSplit(
+        "sst",
+        "mem",
+        "jsonl",
+        ["w", "x", "y", "z"],
+        texts,
+        None,
+        np.array([3, 0, 1, 2], dtype=np.int64),
+        0,
+    )
 
 
 def _sts() -> RawSplit:
     a = ["a man is running in the park .", "a dog", "two cats sleep ."]
     b = ["a man runs .", "a black dog is eating in the kitchen .", "cats"]
-    return RawSplit("sts", "mem", "jsonl", ["1", "2", "3"], a, b,
-                    np.array([4.0, 1.5, 3.2], dtype=np.float32), 0)
+    return RawSplit(
+        "sts", "mem", "jsonl", ["1", "2", "3"], a, b, np.array([4.0, 1.5, 3.2], dtype=np.float32), 0
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,8 +150,9 @@ def test_make_batches_cover_and_deterministic(bucket: bool, shuffle: bool) -> No
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real CS224N data not found at {REAL}")
 def test_bucketing_padding_efficiency_real_sst(tok, tmp_path: Path) -> None:
-    split = load_tokenized(read_split("sst", REAL / "ids-sst-train.csv"), tok, 128, "single",
-                           tmp_path)
+    split = load_tokenized(
+        read_split("sst", REAL / "ids-sst-train.csv"), tok, 128, "single", tmp_path
+    )
     bucketed = make_batches(split.lengths, 32, shuffle=True, seed=0, bucket=True)
     plain = make_batches(split.lengths, 32, shuffle=True, seed=0, bucket=False)
     real_b, comp_b = padding_efficiency(split, bucketed)
@@ -173,8 +183,9 @@ def test_collate_single(tok, tmp_path: Path) -> None:
     batch = collate(split, idx, pad_id=tok.pad_token_id)
     assert set(batch) == {"input_ids", "attention_mask", "index", "labels"}
     rows = split.table.column("input_ids").to_pylist()
-    _check_padded(batch["input_ids"], batch["attention_mask"], [rows[i] for i in idx],
-                  tok.pad_token_id)
+    _check_padded(
+        batch["input_ids"], batch["attention_mask"], [rows[i] for i in idx], tok.pad_token_id
+    )
     assert batch["index"].tolist() == [2, 1, 3] and batch["index"].dtype == torch.int64
     assert batch["labels"].tolist() == [1, 0, 2] and batch["labels"].dtype == torch.int64
 
@@ -187,8 +198,9 @@ def test_collate_pair(tok, tmp_path: Path) -> None:
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "index", "labels"}
     rows = split.table.column("input_ids").to_pylist()
     types = split.table.column("token_type_ids").to_pylist()
-    _check_padded(batch["input_ids"], batch["attention_mask"], [rows[i] for i in idx],
-                  tok.pad_token_id)
+    _check_padded(
+        batch["input_ids"], batch["attention_mask"], [rows[i] for i in idx], tok.pad_token_id
+    )
     assert batch["token_type_ids"].dtype == torch.int64
     for j, i in enumerate(idx):
         assert batch["token_type_ids"][j, : len(types[i])].tolist() == types[i]
@@ -204,12 +216,18 @@ def test_collate_separate_and_unlabeled(tok, tmp_path: Path) -> None:
     assert "label" not in split.table.column_names and split.labels() is None
     idx = np.array([0, 1, 2])
     batch = collate(split, idx, pad_id=tok.pad_token_id)
-    assert set(batch) == {"input_ids_a", "attention_mask_a", "input_ids_b", "attention_mask_b",
-                          "index"}
+    assert set(batch) == {
+        "input_ids_a",
+        "attention_mask_a",
+        "input_ids_b",
+        "attention_mask_b",
+        "index",
+    }
     for side in ("a", "b"):
         rows = split.table.column(f"input_ids_{side}").to_pylist()
-        _check_padded(batch[f"input_ids_{side}"], batch[f"attention_mask_{side}"], rows,
-                      tok.pad_token_id)
+        _check_padded(
+            batch[f"input_ids_{side}"], batch[f"attention_mask_{side}"], rows, tok.pad_token_id
+        )
     len_a = [len(r) for r in split.table.column("input_ids_a").to_pylist()]
     len_b = [len(r) for r in split.table.column("input_ids_b").to_pylist()]
     np.testing.assert_array_equal(split.lengths, np.maximum(len_a, len_b))

@@ -105,7 +105,9 @@ def _write(path: Path, lines: list[str]) -> Path:
     return path
 
 
-STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+STSB_HEADER = (
+    "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+)
 
 
 def test_glue_stsb(tmp_path: Path) -> None:
@@ -132,8 +134,9 @@ def test_glue_stsb(tmp_path: Path) -> None:
     assert raw.texts_a[1] == 'A "man" is playing.'  # GLUE quotes are literal
     np.testing.assert_allclose(raw.labels, [5.0, 3.8])
     assert raw.labels.dtype == np.float32
-    test = read_split("sts", default_split_path(tmp_path, "sts", "test", "auto"),
-                      require_labels=False)
+    test = read_split(
+        "sts", default_split_path(tmp_path, "sts", "test", "auto"), require_labels=False
+    )
     assert test.labels is None and test.texts_b == ["C d."]
 
 
@@ -194,7 +197,8 @@ def test_jsonl_pair_aliases(tmp_path: Path) -> None:
 
     sts = tmp_path / "sts.jsonl"
     sts.write_text(
-        json.dumps({"id": 7, "sentence1": "x", "sentence2": "y", "similarity": 2.5}) + "\n"
+        json.dumps({"id": 7, "sentence1": "x", "sentence2": "y", "similarity": 2.5})
+        + "\n"
         + json.dumps({"sentence1": "x", "sentence2": "z", "score": "4"}),
         encoding="utf-8",
     )

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 
 from trainables.errors import MtsweepError
@@ -73,8 +74,14 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("mtsweep").setLevel(logging.INFO)
+    # Data warnings (skipped malformed rows) read as one line, not with a source excerpt.
+    warnings.showwarning = _show_warning
     for noisy in ("transformers", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def guarded(fn, args) -> int:

@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -402,10 +403,10 @@ def _check_semantics(cfg: TrialConfig) -> None:
         HEADS.check_args(tc.head, tc.head_args, f"{key}.head_args")
         LOSSES.get(tc.loss, f"{key}.loss")
         LOSSES.check_args(tc.loss, tc.loss_args, f"{key}.loss_args")
-        loss = _probe(lambda: LOSSES.build(tc.loss, task, **tc.loss_args), f"{key}.loss")
+        loss = _probe(partial(LOSSES.build, tc.loss, task, **tc.loss_args), f"{key}.loss")
         head_cls.check_compatible(task, loss, key)
         # Build the head once at a toy width so that bad argument values fail here, not later.
-        _probe(lambda: head_cls(8, loss.num_outputs, 0.1, **tc.head_args), f"{key}.head_args")
+        _probe(partial(head_cls, 8, loss.num_outputs, 0.1, **tc.head_args), f"{key}.head_args")
 
     sched = cfg.schedule
     SCHEDULES.get(sched.name, "schedule.name")

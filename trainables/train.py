@@ -72,7 +72,7 @@ def make_accelerator(runtime: Runtime):
 def _optimizer(model: MultiTaskModel, config: TrialConfig) -> torch.optim.Optimizer:
     o = config.optim
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if not p.requires_grad:
             continue
         # No weight decay on biases, LayerNorm weights or learned loss weights.

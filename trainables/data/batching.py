@@ -107,9 +107,7 @@ def collate(split: TokenizedSplit, indices: np.ndarray, pad_id: int) -> dict[str
         )
         if split.mode == "pair":
             # Padding positions get segment 0, as HF tokenizers pad token_type_ids.
-            out["token_type_ids"], _ = _gather_padded(
-                *split.list_column("token_type_ids"), rows, 0
-            )
+            out["token_type_ids"], _ = _gather_padded(*split.list_column("token_type_ids"), rows, 0)
     batch = {k: torch.from_numpy(v) for k, v in out.items()}
     batch["index"] = torch.from_numpy(rows.copy())
     labels = split.labels()

@@ -79,16 +79,25 @@ def _check_mode(raw: RawSplit, mode: str) -> None:
         raise ConfigError(f"unknown tokenization mode {mode!r}; expected one of {', '.join(MODES)}")
     pair = TASKS[raw.task].pair
     if pair and mode == "single":
-        raise ConfigError(f"task {raw.task!r} is a sentence pair: mode must be 'separate' or 'pair'")
+        raise ConfigError(
+            f"task {raw.task!r} is a sentence pair: mode must be 'separate' or 'pair'"
+        )
     if not pair and mode != "single":
-        raise ConfigError(f"task {raw.task!r} has one sentence: mode must be 'single', not {mode!r}")
+        raise ConfigError(
+            f"task {raw.task!r} has one sentence: mode must be 'single', not {mode!r}"
+        )
 
 
 def cache_key(raw: RawSplit, tokenizer: Any, max_length: int, mode: str) -> str:
     """The sha256 hex key of a tokenized split (see the module docstring for what it covers)."""
     blob = json.dumps(
-        [digest_raw(raw), tokenizer_fingerprint(tokenizer), int(max_length), mode,
-         CACHE_FORMAT_VERSION]
+        [
+            digest_raw(raw),
+            tokenizer_fingerprint(tokenizer),
+            int(max_length),
+            mode,
+            CACHE_FORMAT_VERSION,
+        ]
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -273,7 +282,9 @@ def load_tokenized(
         ids=table.column("id").to_pylist(),
     )
     if mode == "separate":
-        split.lengths = np.maximum(split.row_lengths("input_ids_a"), split.row_lengths("input_ids_b"))
+        split.lengths = np.maximum(
+            split.row_lengths("input_ids_a"), split.row_lengths("input_ids_b")
+        )
     else:
         split.lengths = split.row_lengths("input_ids")
     return split

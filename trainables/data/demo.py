@@ -23,6 +23,8 @@ import numpy as np
 # --------------------------------------------------------------------------------------------
 # Vocabulary
 
+# Dense word lists read better than one word per line.
+# fmt: off
 _POLARITY: dict[int, tuple[str, ...]] = {
     -2: ("terrible", "awful", "horrible", "dreadful", "painful", "worthless", "disastrous",
          "unbearable"),
@@ -87,6 +89,7 @@ _STS_ACTIONS = ("running", "eating", "playing", "sleeping", "jumping", "cooking"
                 "singing", "swimming", "dancing")
 _STS_PLACES = ("park", "beach", "kitchen", "street", "field", "river", "stage", "garden",
                "table", "road")
+# fmt: on
 _STS_SLOTS = (_STS_ADJS, _STS_SUBJECTS, _STS_ACTIONS, _STS_PLACES)
 _STS_TEMPLATES = (
     "a {a} {s} is {x} in the {p} .",
@@ -149,7 +152,9 @@ def _gen_sst(rng: np.random.Generator, n: int) -> list[tuple[str, float]]:
         p1, p2 = pairs[int(rng.integers(len(pairs)))]
         n1, n2 = rng.choice(len(_SST_NOUNS), size=2, replace=False)
         text = _pick(rng, _SST_TEMPLATES).format(
-            n1=_SST_NOUNS[n1], n2=_SST_NOUNS[n2], w1=_pick(rng, _POLARITY[p1]),
+            n1=_SST_NOUNS[n1],
+            n2=_SST_NOUNS[n2],
+            w1=_pick(rng, _POLARITY[p1]),
             w2=_pick(rng, _POLARITY[p2]),
         )
         # A little label noise (as in real annotations) keeps dev accuracy below 100%, so
@@ -209,9 +214,7 @@ def _gen_sts(rng: np.random.Generator, n: int) -> list[tuple[str, str, float]]:
 
 def _ids(seed: int, task: str, split: str, n: int) -> list[str]:
     # 25 hex digits like the real files; a hash so ids are unique and stable for a seed.
-    return [
-        hashlib.sha1(f"{seed}-{task}-{split}-{i}".encode()).hexdigest()[:25] for i in range(n)
-    ]
+    return [hashlib.sha1(f"{seed}-{task}-{split}-{i}".encode()).hexdigest()[:25] for i in range(n)]
 
 
 def _write(path: Path, header: Sequence[str], rows: list[Sequence[str]]) -> Path:

@@ -232,9 +232,7 @@ def _tsv_rows(path: Path, quoting: bool) -> Iterator[tuple[int, list[str]]]:
             raise DataError(f"{path}: not UTF-8 text ({e})") from None
 
 
-def _read_delimited(
-    task: str, path: Path, fmt: str, require_labels: bool
-) -> RawSplit:
+def _read_delimited(task: str, path: Path, fmt: str, require_labels: bool) -> RawSplit:
     rows = _tsv_rows(path, quoting=(fmt == "cs224n"))
     try:
         _, header = next(rows)
