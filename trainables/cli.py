@@ -46,7 +46,9 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1
-    if args.json:
+    from accelerate import PartialState
+
+    if args.json and PartialState().is_main_process:
         print(json.dumps(_json_safe(metrics)))
     return 0
 

@@ -230,7 +230,7 @@ def train(
         metrics = {
             "epoch": epoch + 1,
             **dev["metrics"],
-            **{f"train_loss_{t}": (loss_sums[t] / max(loss_counts[t], 1)).item() for t in config.tasks},
+            **_mean_train_losses(accelerator, loss_sums, loss_counts),
             "lr": lr_scheduler.get_last_lr()[0],
             "epoch_seconds": epoch_seconds,
             "eval_seconds": time.perf_counter() - t1,
@@ -263,6 +263,15 @@ def train(
             _save_model(accelerator, core, tokenizer, config, out_dir / "model")
             (out_dir / "summary.json").write_text(json.dumps(_summary(metrics, history), indent=1))
     return _summary(metrics, history)
+
+
+def _mean_train_losses(accelerator, sums: dict[str, torch.Tensor], counts: dict[str, int]):
+    """Per-task mean training loss of the epoch, averaged over processes."""
+    out = {}
+    for t, total in sums.items():
+        mean = accelerator.reduce(total / max(counts[t], 1), reduction="mean")
+        out[f"train_loss_{t}"] = mean.item()
+    return out
 
 
 def _summary(metrics: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:

