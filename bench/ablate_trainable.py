@@ -7,6 +7,7 @@ Run: .venv/bin/python bench/ablate_trainable.py [--reps 5] [--threads 1] [--out 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(per[n])
         lines.append(f"| {n} | {1e3 * med:.2f} | {1e3 * (med - base):+.2f} | "
                      f"{statistics.median(ratio[n]):.3f} |")
+    shutil.rmtree(s.work, ignore_errors=True)  # demo data and token cache
     report = "\n".join(lines) + "\n"
     print(report)
     if a.out:

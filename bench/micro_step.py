@@ -7,6 +7,7 @@ Run: .venv/bin/python bench/micro_step.py [--threads 1]
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         sum(o["weighted"].values()).backward()
 
     rows.append(("reference: forward+backward of one sst batch", timeit(fwd_bwd, number=20)))
+    shutil.rmtree(s.work, ignore_errors=True)  # demo data and token cache
     n_tensors = len(params)
     n_params = sum(q.numel() for q in params)
     lines = [

@@ -21,6 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     trainable_cli.add_train_arguments(t)
     t.set_defaults(run=trainable_cli.run_train)
 
+    from orchestrator import launch
+
+    lp = sub.add_parser("launch", help="run a sweep: Optuna + Ray Tune + Ray Train + MLflow")
+    launch.add_launch_arguments(lp)
+    lp.set_defaults(run=launch.run_launch)
+
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     demo = data_sub.add_parser("demo", help="write the synthetic demo data set (CS224N layout)")

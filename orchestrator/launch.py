@@ -1,0 +1,471 @@
+"""`mtsweep launch`: a sweep file → Optuna (define-by-run) + Ray Tune + Ray Train + MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.schedulers import build_scheduler
+from orchestrator.space import SweepSpec, describe, make_sampler, sample_points
+from orchestrator.tracking import (
+    OPTUNA_TRIAL,
+    RAY_TRIAL_ID,
+    REPRODUCE,
+    STOPPED_EARLY,
+    SweepTracker,
+    check_reachable,
+    get_or_create_experiment,
+    git_commit,
+    redact,
+    resolve_tracking_uri,
+)
+from orchestrator.trial import TrialContext, optuna_trial_number, run_trial
+from trainables.errors import ConfigError, MtsweepError
+
+TASK_METRICS = ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean")
+
+
+@dataclass
+class LaunchOptions:
+    num_samples: int | None = None
+    address: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    num_cpus: int | None = None
+    max_failures: int = 0
+    verbose: bool = False
+    json: bool = False
+
+
+def max_epochs(spec: SweepSpec) -> int:
+    """The most epochs any trial of the sweep can run (ASHA/HyperBand's max_t)."""
+    best = int(spec.base.get("epochs", 1))
+    for p in spec.all_params():
+        if p.key == "epochs":
+            vals = [p.high] if p.kind in ("int", "float") else (
+                list(p.values) if p.kind == "categorical" else [p.value])
+            best = max([best, *[int(v) for v in vals if v is not None]])
+    return best
+
+
+def absolute_data_dir(spec: SweepSpec) -> SweepSpec:
+    """Trials run in other folders: a relative `data.dir` is taken relative to where the
+    sweep is launched."""
+    import dataclasses
+
+    data = dict(spec.base.get("data", {}))
+    d = data.get("dir")
+    if d and not d.startswith("hf:") and not Path(d).is_absolute():
+        data["dir"] = str(Path(d).resolve())
+        return dataclasses.replace(spec, base={**spec.base, "data": data})
+    return spec
+
+
+def dry_run(spec: SweepSpec, n: int = 3) -> dict[str, Any]:
+    """Print the space and a few sampled trial configs; start nothing."""
+    from orchestrator.space import grid_size, point_key_paths, point_to_config
+
+    print(describe(spec))
+    grid = spec.search.algorithm == "grid"
+    points = sample_points(spec, grid_size(spec) if grid else n, spec.search.seed,
+                           preview=not grid)
+    print(f"\n{'grid points' if grid else 'sampled configs (preview)'}:")
+    shown = []
+    for i, point in enumerate(points):
+        cfg = point_to_config(spec, point)
+        flat = point_key_paths(point)
+        print(f"  [{i}] " + ", ".join(f"{k}={v}" for k, v in flat.items()))
+        shown.append({"params": flat, "config_fingerprint": cfg.fingerprint()})
+    return {"dry_run": True, "sweep": spec.name, "num_samples": spec.search.num_samples,
+            "points": shown}
+
+
+@dataclass
+class Progress:
+    """The live view: trials running / done / stopped early / failed, best so far, ETA."""
+
+    total: int
+    metric: str
+    mode: str
+    started: float = field(default_factory=time.time)
+    running: set = field(default_factory=set)
+    done: int = 0
+    stopped: int = 0
+    failed: int = 0
+    best: tuple[float, str, dict] | None = None
+    last_print: float = 0.0
+
+    def better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best[0] if self.mode == "max" else value < self.best[0]
+
+    def line(self) -> str:
+        elapsed = time.time() - self.started
+        finished = self.done + self.stopped + self.failed
+        eta = ""
+        if finished and finished < self.total:
+            eta = f" · ETA ~{_hms(elapsed / finished * (self.total - finished))}"
+        best = ""
+        if self.best:
+            v, tid, m = self.best
+            parts = " ".join(f"{k.split('_')[0]} {m[k]:.3f}" for k in TASK_METRICS[:3] if k in m)
+            best = f" · best {self.metric} {v:.4f} ({tid}: {parts})"
+        return (f"[{_hms(elapsed)}] trials {len(self.running)} running · {self.done} done · "
+                f"{self.stopped} stopped early · {self.failed} failed · of {self.total}{best}{eta}")
+
+    def show(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self.last_print > 2.0:
+            print(self.line(), file=sys.stderr, flush=True)
+            self.last_print = now
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _make_callback(spec: SweepSpec, tracker: SweepTracker, progress: Progress, searcher: Any):
+    from ray.tune import Callback
+
+    from orchestrator.space import point_to_config
+
+    class SweepCallback(Callback):
+        """Closes trial runs from the driver (a stopped trial's processes are killed, so its own
+        code cannot), records the Optuna trial number, and drives the progress view."""
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            progress.running.add(trial.trial_id)
+            progress.show()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            value = result.get(progress.metric)
+            if isinstance(value, (int, float)) and progress.better(value):
+                progress.best = (value, trial.trial_id, dict(result))
+            progress.show()
+
+        def _run(self, trial) -> str | None:
+            return tracker.find_trial_run(trial.trial_id)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            progress.running.discard(trial.trial_id)
+            run_id = self._run(trial)
+            epochs = point_to_config(spec, trial.config).epochs
+            last = (trial.last_result or {}).get("epoch", 0)
+            early = last < epochs
+            if early:
+                progress.stopped += 1
+            else:
+                progress.done += 1
+            if run_id:
+                tags = {STOPPED_EARLY: str(early).lower()}
+                number = optuna_trial_number(searcher, trial.trial_id)
+                if number is not None:
+                    tags[OPTUNA_TRIAL] = str(number)
+                tracker.finish_trial(run_id, "KILLED" if early else "FINISHED", tags)
+            progress.show(force=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.running.discard(trial.trial_id)
+            progress.failed += 1
+            run_id = self._run(trial)
+            if run_id:
+                error = _trial_error(trial)
+                number = optuna_trial_number(searcher, trial.trial_id)
+                tags = {OPTUNA_TRIAL: str(number)} if number is not None else {}
+                tracker.finish_trial(run_id, "FAILED", tags, error=error)
+            print(f"trial {trial.trial_id} failed: {_trial_error(trial).strip().splitlines()[-1]}",
+                  file=sys.stderr)
+            progress.show(force=True)
+
+    return SweepCallback()
+
+
+def _trial_error(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        if path and Path(path).exists():
+            return Path(path).read_text()
+    except OSError:
+        pass
+    return str(getattr(trial, "error_msg", "") or "unknown error")
+
+
+def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
+    import ray
+
+    address = opts.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=opts.verbose)
+        return f"Ray cluster at {address}"
+    r = spec.resources
+    cpus = opts.num_cpus or os.cpu_count() or 1
+    # A short temp dir of its own: socket paths must stay short, and other Ray instances may
+    # run on the same machine.
+    temp = tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp")
+    ray.init(
+        num_cpus=cpus, num_gpus=None, include_dashboard=True, dashboard_host="127.0.0.1",
+        _temp_dir=temp, log_to_driver=opts.verbose, configure_logging=True,
+        logging_level="ERROR", _node_ip_address="127.0.0.1",
+    )
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    return f"local Ray ({cpus} CPUs, {r.workers} worker(s) × {r.cpus_per_worker} CPU per trial)"
+
+
+def check_resources(spec: SweepSpec) -> None:
+    """Refuse a sweep whose one trial can never be placed (it would wait forever)."""
+    import ray
+
+    have = ray.cluster_resources()
+    r = spec.resources
+    need_cpu = r.workers * r.cpus_per_worker
+    need_gpu = r.workers * r.gpus_per_worker
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    max_node_gpu = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
+    if r.gpus_per_worker > max_node_gpu:
+        raise ConfigError(
+            f"{spec.path}: resources.gpus_per_worker: {r.gpus_per_worker} GPU(s) per worker, but "
+            f"no node of the cluster has that many (largest: {max_node_gpu:g}, cluster total "
+            f"{have.get('GPU', 0):g})"
+        )
+    if need_cpu > have.get("CPU", 0) or need_gpu > have.get("GPU", 0):
+        raise ConfigError(
+            f"{spec.path}: resources: one trial needs {need_cpu:g} CPU and {need_gpu:g} GPU "
+            f"({r.workers} workers), the cluster has {have.get('CPU', 0):g} CPU and "
+            f"{have.get('GPU', 0):g} GPU"
+        )
+
+
+def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
+    """Run the sweep; return the summary (also printed as a table)."""
+    import ray
+
+    num_samples = opts.num_samples or spec.search.num_samples
+    tracking_uri = resolve_tracking_uri(opts.tracking_uri, spec.tracking.tracking_uri)
+    experiment = opts.experiment or spec.tracking.experiment or spec.name
+    check_reachable(tracking_uri)  # before anything starts
+    storage = opts.storage or str(Path("runs").resolve())
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    cache_dir = os.environ.get("MTSWEEP_CACHE") or str(Path.home() / ".cache" / "mtsweep")
+
+    spec = absolute_data_dir(spec)
+    where = _init_ray(opts, spec)
+    try:
+        check_resources(spec)
+        experiment_id = get_or_create_experiment(tracking_uri, experiment)
+        tracker = SweepTracker(tracking_uri, experiment_id)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_name = f"{spec.name}-{stamp}"
+        commit = git_commit()
+        tracker.start_parent(
+            run_name,
+            tags={"mtsweep.sweep_file": str(spec.path), "mtsweep.sweep_sha256": spec.sha256,
+                  "mtsweep.git_commit": commit, "description": spec.description,
+                  "mtsweep.storage": storage},
+            params={"search.algorithm": spec.search.algorithm,
+                    "search.metric": ",".join(spec.search.metrics),
+                    "search.mode": ",".join(spec.search.modes), "search.num_samples": num_samples,
+                    "search.max_concurrent": spec.search.max_concurrent,
+                    "search.seed": spec.search.seed, "scheduler.name": spec.scheduler.name,
+                    "resources.workers": spec.resources.workers,
+                    "resources.cpus_per_worker": spec.resources.cpus_per_worker,
+                    "resources.gpus_per_worker": spec.resources.gpus_per_worker},
+            sweep_file=spec.path,
+        )
+        print(f"sweep {spec.name}: {num_samples} trials, {spec.search.algorithm} search, "
+              f"{spec.scheduler.name} scheduler, on {where}", flush=True)
+        print(f"MLflow: {redact(tracking_uri)} · experiment {experiment} ({experiment_id}) · "
+              f"sweep run {tracker.parent_run_id}", flush=True)
+        print(f"Ray Tune results and checkpoints: {storage}/{run_name}", flush=True)
+
+        status = "FAILED"
+        try:
+            summary = _run_tuner(spec, opts, tracker, storage, cache_dir, commit, num_samples,
+                                 run_name)
+            status = "FINISHED"
+            return summary
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            tracker.end_parent(status)
+    finally:
+        ray.shutdown()
+
+
+def _run_tuner(
+    spec: SweepSpec, opts: LaunchOptions, tracker: SweepTracker, storage: str, cache_dir: str,
+    commit: str, num_samples: int, run_name: str,
+) -> dict[str, Any]:
+    """Build the searcher, scheduler and Tuner; run the trials; summarise them."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = spec.search
+    metric = list(s.metrics) if s.multi_objective else s.metrics[0]
+    mode = list(s.modes) if s.multi_objective else s.modes[0]
+    searcher = OptunaSearch(space=spec.define_by_run, metric=metric, mode=mode,
+                            sampler=make_sampler(spec))
+    limited = ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent)
+    progress = Progress(num_samples, spec.scheduler.metric, spec.scheduler.mode)
+    ctx = TrialContext(spec=spec, tracker=tracker, storage=storage, cache_dir=cache_dir,
+                       git_commit=commit, max_failures=opts.max_failures)
+    # The trial function only drives its Ray Train workers (which hold the real CPUs/GPUs).
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": 0.01})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=limited,
+            scheduler=build_scheduler(spec.scheduler, max_epochs(spec)),
+            metric=spec.scheduler.metric, mode=spec.scheduler.mode,
+            num_samples=num_samples, time_budget_s=s.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=run_name, storage_path=storage, verbose=0,
+            callbacks=[_make_callback(spec, tracker, progress, limited)],
+        ),
+    )
+    tuner.fit()
+    progress.show(force=True)
+    summary = summarize(spec, tracker, opts.experiment or spec.tracking.experiment or spec.name,
+                        num_samples)
+    print_table(summary, spec)
+    return summary
+
+
+def summarize(spec: SweepSpec, tracker: SweepTracker, experiment: str, num_samples: int
+              ) -> dict[str, Any]:
+    """Every trial of the sweep with its status, final metrics and params, best first."""
+    from orchestrator.space import space_key_paths
+
+    keys = set(space_key_paths(spec))
+    trials = []
+    for run in tracker.trial_runs():
+        trials.append({
+            "run_id": run.info.run_id,
+            "ray_trial_id": run.data.tags.get(RAY_TRIAL_ID),
+            "status": run.info.status,
+            "stopped_early": run.data.tags.get(STOPPED_EARLY) == "true",
+            "metrics": dict(run.data.metrics),
+            "params": {k: v for k, v in run.data.params.items() if k in keys},
+            "reproduce": run.data.tags.get(REPRODUCE),
+        })
+    metric, mode = spec.scheduler.metric, spec.scheduler.mode
+    sign = -1 if mode == "max" else 1
+
+    def key(t):
+        v = t["metrics"].get(metric)
+        return (v is None or (isinstance(v, float) and math.isnan(v)), sign * (v or 0))
+
+    trials.sort(key=key)
+    best = next((t for t in trials if metric in t["metrics"]), None)
+    return {
+        "experiment": experiment,
+        "experiment_id": tracker.experiment_id,
+        "parent_run_id": tracker.parent_run_id,
+        "tracking_uri": redact(tracker.tracking_uri),
+        "num_samples": num_samples,
+        "metric": metric,
+        "trials": trials,
+        "best_run_id": best["run_id"] if best else None,
+        "best_reproduce": best["reproduce"] if best else None,
+    }
+
+
+def _short(key: str) -> str:
+    parts = key.split(".")
+    return ".".join(parts[-2:]) if len(parts) > 2 else key
+
+
+def format_table(summary: dict[str, Any], param_keys: list[str]) -> str:
+    """A Markdown table like the study's Table 3: key params, task metrics, overall."""
+    cols = ["#", "status", *[_short(k) for k in param_keys], "epochs", "SST acc", "QQP acc",
+            "STS r", "overall", "overall_mean"]
+    rows = []
+    for i, t in enumerate(summary["trials"], 1):
+        m = t["metrics"]
+        status = {"FINISHED": "done", "KILLED": "stopped", "FAILED": "FAILED"}.get(
+            t["status"], t["status"].lower())
+        rows.append([str(i), status, *[str(t["params"].get(k, "")) for k in param_keys],
+                     str(int(m["epoch"])) if "epoch" in m else "-",
+                     *[f"{m[k]:.3f}" if k in m else "-" for k in TASK_METRICS]])
+    widths = [max(len(c), *(len(r[j]) for r in rows)) if rows else len(c)
+              for j, c in enumerate(cols)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    out = [line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def print_table(summary: dict[str, Any], spec: SweepSpec) -> None:
+    from orchestrator.space import space_key_paths
+
+    keys = [k for k in space_key_paths(spec)
+            if any(t["params"].get(k) not in (None, "n/a") for t in summary["trials"])]
+    print()
+    print(format_table(summary, keys))
+    print(f"\nexperiment {summary['experiment']} ({summary['experiment_id']}) · sweep run "
+          f"{summary['parent_run_id']} · {summary['tracking_uri']}")
+    if summary["best_run_id"]:
+        print(f"best trial: run {summary['best_run_id']} — reproduce it with:\n  "
+              f"{summary['best_reproduce']}")
+
+
+def run_launch(args) -> int:
+    from orchestrator.space import load_sweep
+
+    spec = load_sweep(args.space, args.overrides)
+    if args.dry_run:
+        result = dry_run(spec)
+        if args.json:
+            print(json.dumps(result))
+        return 0
+    opts = LaunchOptions(
+        num_samples=args.num_samples, address=args.address, storage=args.storage,
+        tracking_uri=args.tracking_uri, experiment=args.experiment, num_cpus=args.num_cpus,
+        max_failures=args.max_failures, verbose=args.verbose, json=args.json,
+    )
+    try:
+        summary = launch(spec, opts)
+    except KeyboardInterrupt:
+        print("interrupted: the sweep run is marked KILLED in MLflow", file=sys.stderr)
+        return 130
+    except MtsweepError:
+        raise
+    if args.json:
+        print(json.dumps(summary, default=str))
+    failed = sum(t["status"] == "FAILED" for t in summary["trials"])
+    return 1 if failed and failed == len(summary["trials"]) else 0
+
+
+def add_launch_arguments(p) -> None:
+    p.add_argument("space", help="sweep file (e.g. search_spaces/quickstart.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a sweep-file key, e.g. --set search.num_samples=4 or "
+                        "--set fixed.epochs=1 (repeatable)")
+    p.add_argument("--num-samples", type=int, help="trials to run (default: the file's)")
+    p.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a "
+                                     "local Ray started for the sweep)")
+    p.add_argument("--storage", help="folder or URI for Ray Tune results and checkpoints "
+                                     "(default ./runs; shared storage on a cluster)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, "
+                                          "else sqlite:///./mlflow.db)")
+    p.add_argument("--experiment", help="MLflow experiment (default: the sweep's name)")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray")
+    p.add_argument("--max-failures", type=int, default=0,
+                   help="times a trial's training is restarted from its last checkpoint")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print the space and a few sampled configs; start nothing")
+    p.add_argument("--verbose", action="store_true", help="show the trials' own output")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of results")

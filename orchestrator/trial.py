@@ -1,0 +1,161 @@
+"""What runs inside Ray: the Tune function trainable of one trial, and the Ray Train worker loop.
+
+Tune calls `run_trial(params, ctx)` once per trial (again when the trial is retried). It turns
+the sampled point into a TrialConfig, opens (or finds again) the trial's MLflow run and runs a
+Ray Train `TorchTrainer` whose workers call `trainables.train` — the same function `mtsweep
+train` calls. Rank 0 reports each epoch's metrics and checkpoint; every rank calls `report`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.space import SweepSpec, point_key_paths, point_to_config, space_key_paths
+from orchestrator.tracking import (
+    INACTIVE,
+    OPTUNA_TRIAL,
+    REPRODUCE,
+    SweepTracker,
+    package_versions,
+)
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides its sampled point (pickled to the trial process)."""
+
+    spec: SweepSpec
+    tracker: SweepTracker
+    storage: str  # absolute folder (or URI) for Ray Tune / Train results and checkpoints
+    cache_dir: str  # tokenized-data cache shared by the trials
+    git_commit: str
+    max_failures: int = 0
+
+
+def trial_params(spec: SweepSpec, params: dict[str, Any], config) -> dict[str, Any]:
+    """Every run gets the same param columns: the trial config's key paths, the sweep's tag
+    parameters, and a placeholder for each search-space key that is inactive here."""
+    out: dict[str, Any] = dict(config.flat())
+    sampled = point_key_paths(params)
+    out.update({k: v for k, v in sampled.items() if k.startswith("tag.")})
+    for key in space_key_paths(spec):
+        out.setdefault(key, sampled.get(key, INACTIVE))
+    return out
+
+
+def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
+    """Tune function trainable: one trial = one Ray Train run of N workers."""
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    trial_name = ray.tune.get_context().get_trial_name()
+    tracker = ctx.tracker
+    run_id, new = tracker.get_or_create_trial_run(trial_id, trial_name)
+    try:
+        config = point_to_config(ctx.spec, params)
+    except Exception as e:
+        tracker.finish_trial(run_id, "FAILED", error=f"invalid trial config: {e}")
+        raise
+    if new:
+        seed = config.seed
+        tags = {
+            "mtsweep.seed": seed, "mtsweep.git_commit": ctx.git_commit,
+            "mtsweep.config_fingerprint": config.fingerprint(),
+            "mtsweep.sweep": ctx.spec.name,
+            REPRODUCE: f"mtsweep reproduce {run_id} --tracking-uri '{tracker.tracking_uri}'",
+            **{f"mtsweep.version.{k}": v for k, v in package_versions().items()},
+        }
+        tracker.log_trial_start(run_id, trial_params(ctx.spec, params, config), tags,
+                                config.to_yaml())
+
+    r = ctx.spec.resources
+    worker_resources = {"CPU": r.cpus_per_worker}
+    if r.gpus_per_worker:
+        worker_resources["GPU"] = r.gpus_per_worker
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "config": config.to_dict(), "run_id": run_id, "tracker": tracker,
+            "cache_dir": ctx.cache_dir, "threads": max(1, int(r.cpus_per_worker)),
+            "cpu": not r.gpus_per_worker, "trial_id": trial_id,
+            "log_model": ctx.spec.tracking.log_model,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=r.workers, use_gpu=bool(r.gpus_per_worker),
+            resources_per_worker=worker_resources,
+        ),
+        run_config=ray.train.RunConfig(
+            # A fixed name and storage path: a retried trial finds its own checkpoints.
+            name=f"train-{trial_id}",
+            storage_path=str(Path(ctx.storage) / "train") if "://" not in ctx.storage
+            else f"{ctx.storage.rstrip('/')}/train",
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    trainer.fit()
+
+
+def train_worker(loop: dict[str, Any]) -> None:
+    """Ray Train worker: `trainables.train` with a callback that reports to Tune and MLflow."""
+    import ray.train
+
+    from trainables.config import TrialConfig
+    from trainables.runtime import Runtime
+    from trainables.train import EpochReport, train
+
+    config = TrialConfig.from_dict(loop["config"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    tracker: SweepTracker = loop["tracker"]
+    run_id = loop["run_id"]
+    # One staging folder per trial and node: every rank saves its part of the epoch state
+    # there (rank 0 the weights and optimizer, each rank its RNG state).
+    staging = Path(tempfile.gettempdir()) / "mtsweep-trials" / loop["trial_id"]
+    staging.mkdir(parents=True, exist_ok=True)
+    out_dir = staging / f"out-rank{rank}"
+
+    resume_from = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        local = staging / f"resume-rank{rank}"
+        shutil.rmtree(local, ignore_errors=True)
+        checkpoint.to_directory(str(local))
+        resume_from = str(local)
+
+    def report(rep: EpochReport) -> None:
+        metrics = {k: v for k, v in rep.metrics.items() if isinstance(v, (int, float))}
+        if rep.is_main:
+            tracker.log_epoch(run_id, metrics, rep.epoch)
+            tracker.log_epoch_artifacts(run_id, out_dir)
+        ckpt = None
+        if rep.is_main and rep.checkpoint is not None:
+            ckpt = ray.train.Checkpoint.from_directory(str(rep.checkpoint))
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch-{rep.epoch}")
+
+    runtime = Runtime(
+        cpu=loop["cpu"], num_threads=loop["threads"], cache_dir=loop["cache_dir"],
+        out_dir=str(out_dir), checkpoint_dir=str(staging / "checkpoints"),
+        resume_from=resume_from, keep_checkpoints=1, progress_lines=0,
+    )
+    train(config, runtime, callbacks=[report])
+    if rank == 0 and loop.get("log_model"):
+        tracker.client.log_artifacts(run_id, str(out_dir / "model"), "model")
+
+
+def optuna_trial_number(searcher: Any, trial_id: str) -> int | None:
+    """The Optuna trial number behind a Ray trial (OptunaSearch keeps the mapping)."""
+    inner = getattr(searcher, "searcher", searcher)  # unwrap ConcurrencyLimiter
+    ot = getattr(inner, "_ot_trials", {}).get(trial_id)
+    return ot.number if ot is not None else None
+
+
+__all__ = ["OPTUNA_TRIAL", "TrialContext", "optuna_trial_number", "run_trial", "train_worker"]
