@@ -103,10 +103,16 @@ class Progress:
     best: tuple[float, str, dict] | None = None
     last_print: float = 0.0
 
-    def better(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        return value > self.best[0] if self.mode == "max" else value < self.best[0]
+    latest: dict = field(default_factory=dict)
+
+    def record(self, trial_id: str, result: dict) -> None:
+        """Keep each trial's latest result; the best is taken over those."""
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            return
+        self.latest[trial_id] = (value, trial_id, dict(result))
+        pick = max if self.mode == "max" else min
+        self.best = pick(self.latest.values(), key=lambda entry: entry[0])
 
     def line(self) -> str:
         elapsed = time.time() - self.started
@@ -148,9 +154,7 @@ def _make_callback(spec: SweepSpec, tracker: SweepTracker, progress: Progress, s
             progress.show()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            value = result.get(progress.metric)
-            if isinstance(value, (int, float)) and progress.better(value):
-                progress.best = (value, trial.trial_id, dict(result))
+            progress.record(trial.trial_id, result)
             progress.show()
 
         def _run(self, trial) -> str | None:
@@ -322,7 +326,10 @@ def _run_tuner(
     ctx = TrialContext(spec=spec, tracker=tracker, storage=storage, cache_dir=cache_dir,
                        git_commit=commit, max_failures=opts.max_failures)
     # The trial function only drives its Ray Train workers (which hold the real CPUs/GPUs).
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": 0.01})
+    # It takes no CPU (a fraction would leave N-1.99 CPUs, too few for N one-CPU workers);
+    # a token amount of memory gives its placement group a non-empty bundle.
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+                                    {"cpu": 0, "memory": 2**20})
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

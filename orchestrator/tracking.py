@@ -84,13 +84,23 @@ def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
     if tracking_uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout_s)))
+    quiet = [logging.getLogger(n) for n in ("mlflow", "urllib3")]
+    levels = [q.level for q in quiet]
+    for q in quiet:  # their retry warnings would print the URI, password included
+        q.setLevel(logging.CRITICAL)
     try:
         client(tracking_uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot use this store"
         reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        secret = urlsplit(tracking_uri).password if "://" in tracking_uri else None
+        if secret:
+            reason = reason.replace(secret, "***")
         raise TrackingError(
             f"cannot reach the MLflow tracking store {redact(tracking_uri)}: {reason}"
         ) from None
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
 
 
 def get_or_create_experiment(tracking_uri: str, name: str) -> str:

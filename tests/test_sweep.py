@@ -1,0 +1,131 @@
+"""A real sweep end to end: Optuna (conditional space) → Ray Tune (ASHA) → Ray Train (2 workers,
+gloo) → MLflow records. Plus the CLI paths that start nothing (dry run, bad files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from .conftest import REPO, tiny_dict
+
+
+def _mtsweep(args, cwd, timeout=900, **env):
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env}
+    full_env.pop("RAY_ADDRESS", None)
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_paper_table3_dry_run_lists_the_rows(tmp_path):
+    r = _mtsweep(["launch", str(REPO / "search_spaces" / "paper_table3.yaml"), "--dry-run",
+                  "--json"], cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    rows = [p["params"]["tag.experiment"] for p in out["points"]]
+    assert len(rows) == 13 and "STS-cross-encoder" in rows and "use-all-data" in rows
+    assert "param-bs32-dp0.4-lr2e-5" in r.stdout
+    assert not (tmp_path / "mlflow.db").exists(), "a dry run starts nothing"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: {}\nsearch: {algorithm: annealing}\n", "search.algorithm"),
+    ("base: {}\nspace: {optim.lr: {float: [0.1, 0.01]}}\n", "space.optim.lr"),
+    ("base: {}\nresources: {workers: 0}\n", "resources.workers"),
+])
+def test_bad_sweep_file_is_one_line_and_starts_nothing(tmp_path, text, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    r = _mtsweep(["launch", str(f)], cwd=tmp_path, timeout=120)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "bad.yaml" in r.stderr and message in r.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_unreachable_tracking_server_fails_before_any_trial(tmp_path, demo_dir):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"base": tiny_dict(demo_dir), "search": {"num_samples": 1}}))
+    r = _mtsweep(["launch", str(sweep), "--tracking-uri", "http://user:s3cret@127.0.0.1:9"],
+                 cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "cannot reach the MLflow tracking store http://user:***@127.0.0.1:9" in r.stderr
+    assert "s3cret" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sweep_with_conditional_space_asha_and_two_worker_trials(tmp_path, demo_dir, cache_dir):
+    from mlflow.tracking import MlflowClient
+
+    base = tiny_dict(demo_dir, epochs=2)
+    base["data"]["train_limit"] = {"sst": 96, "para": 96, "sts": 96}
+    base["data"]["dev_limit"] = {"sst": 48, "para": 48, "sts": 48}
+    base["tasks"]["para"]["head_args"] = {}
+    sweep = {
+        "name": "e2e",
+        "base": base,
+        "space": {
+            "optim.lr": {"float": [5e-4, 3e-3], "log": True},
+            "schedule.name": {"values": ["round_robin", "annealed"],
+                              "branches": {"annealed": {"schedule.args.alpha_end":
+                                                        {"float": [0.0, 0.5]}}}},
+            "tasks.para.head": {"values": ["cosine", "sbert"],
+                                "branches": {"cosine": {"tasks.para.head_args.scale": [1.0, 5.0]},
+                                             "sbert": {"tasks.para.loss": ["bce", "ce"]}}},
+        },
+        "search": {"algorithm": "tpe", "metric": "overall", "mode": "max", "num_samples": 2,
+                   "max_concurrent": 1, "seed": 1},
+        "scheduler": {"name": "asha", "args": {"grace_period": 1, "reduction_factor": 2}},
+        "resources": {"workers": 2, "cpus_per_worker": 1},
+    }
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "local Ray" in r.stdout.splitlines()[0] and "mlflow.db" in r.stdout
+    assert "| SST acc | QQP acc | STS r | overall" in r.stdout  # the results table
+    assert out["num_samples"] == 2 and len(out["trials"]) == 2
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.get_run(out["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["mtsweep.kind"] == "sweep"
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "sweep")] == ["sweep/e2e.yaml"]
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 2, "one run per trial, even with 2 workers per trial"
+    numbers = set()
+    for trial, run in zip(sorted(out["trials"], key=lambda t: t["run_id"]),
+                          sorted(children, key=lambda c: c.info.run_id)):
+        p, tags, m = run.data.params, run.data.tags, run.data.metrics
+        assert trial["run_id"] == run.info.run_id
+        # Params: every run has the same columns; conditional ones only in their branch.
+        assert p["schedule.name"] == trial["params"]["schedule.name"]
+        if p["schedule.name"] == "annealed":
+            assert 0.0 <= float(p["schedule.args.alpha_end"]) <= 0.5
+        else:
+            assert p["schedule.args.alpha_end"] == "n/a"
+        assert (p["tasks.para.head_args.scale"] == "n/a") == (p["tasks.para.head"] == "sbert")
+        assert 5e-4 <= float(p["optim.lr"]) <= 3e-3 and p["encoder.name"] == "tiny"
+        # Per-epoch metrics with step = epoch; status by how far the trial got.
+        history = client.get_metric_history(run.info.run_id, "overall")
+        epochs = int(m["epoch"])
+        assert [h.step for h in history] == list(range(1, epochs + 1))
+        assert run.info.status == ("FINISHED" if epochs == 2 else "KILLED")
+        assert tags["mtsweep.stopped_early"] == ("false" if epochs == 2 else "true")
+        for key in ("sst_acc", "para_acc", "sts_corr", "overall", "train_loss_sst"):
+            assert key in m
+        numbers.add(tags["mtsweep.optuna_trial_number"])
+        assert tags["mtsweep.ray_trial_id"] and tags["mtsweep.seed"] == "3"
+        assert tags["mtsweep.version.torch"] and tags["mtsweep.git_commit"]
+        assert tags["mtsweep.reproduce_command"].startswith(f"mtsweep reproduce {run.info.run_id}")
+        arts = {a.path for d in ("config", "confusion", "predictions")
+                for a in client.list_artifacts(run.info.run_id, d)}
+        assert {"config/trial_config.yaml", "confusion/confusion-sst.png",
+                "confusion/confusion.json", "predictions/sts-dev.parquet"} <= arts
+    assert numbers == {"0", "1"}
