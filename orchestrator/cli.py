@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_launch_arguments(lp)
     lp.set_defaults(run=launch.run_launch)
 
+    from orchestrator import reproduce
+
+    rp = sub.add_parser("reproduce", help="train a recorded trial again and compare its metrics")
+    reproduce.add_reproduce_arguments(rp)
+    rp.set_defaults(run=reproduce.run_reproduce)
+
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     demo = data_sub.add_parser("demo", help="write the synthetic demo data set (CS224N layout)")

@@ -129,3 +129,34 @@ def test_sweep_with_conditional_space_asha_and_two_worker_trials(tmp_path, demo_
         assert {"config/trial_config.yaml", "confusion/confusion-sst.png",
                 "confusion/confusion.json", "predictions/sts-dev.parquet"} <= arts
     assert numbers == {"0", "1"}
+
+
+@pytest.mark.slow
+def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, demo_dir, cache_dir):
+    """One trial's data directory is missing: that trial ends FAILED (MLflow status and error
+    text), the other trial of the grid still runs, and the sweep run is closed."""
+    from mlflow.tracking import MlflowClient
+
+    base = tiny_dict(demo_dir, epochs=1)
+    base["data"]["train_limit"] = {"sst": 48, "para": 48, "sts": 48}
+    base["data"]["dev_limit"] = {"sst": 32, "para": 32, "sts": 32}
+    sweep = {
+        "name": "failing",
+        "base": base,
+        "space": {"data.dir": [str(demo_dir), str(tmp_path / "no-such-data")]},
+        "search": {"algorithm": "grid", "max_concurrent": 1},
+        "resources": {"workers": 1, "cpus_per_worker": 1},
+    }
+    path = tmp_path / "failing.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    assert "1 failed" in r.stderr and "no-such-data" in r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    by_status = {t["status"]: t for t in out["trials"]}
+    assert set(by_status) == {"FINISHED", "FAILED"}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    failed = client.get_run(by_status["FAILED"]["run_id"])
+    assert "no-such-data" in failed.data.tags["mtsweep.error"]
+    assert client.get_run(out["parent_run_id"]).info.status == "FINISHED"
+    assert out["best_run_id"] == by_status["FINISHED"]["run_id"]

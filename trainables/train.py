@@ -24,7 +24,7 @@ import torch
 
 from trainables.config import TrialConfig
 from trainables.data.batching import collate
-from trainables.data.loading import BatchStream, TaskSplit, load_task_splits
+from trainables.data.loading import BatchStream, TaskSplit, batches_per_pass, load_task_splits
 from trainables.encoder import load_encoder
 from trainables.gradients import GRADIENTS
 from trainables.metrics import TASK_METRIC, accuracy, confusion_matrix, overall_scores, pearson
@@ -140,12 +140,10 @@ def train(
     splits = load_task_splits(config, tokenizer, modes, runtime.resolved_cache_dir())
     pad_id = tokenizer.pad_token_id or 0
 
-    streams_meta = {
-        t: BatchStream(splits[t]["train"], config.batch_size, world, rank, (config.seed,), True)
-        for t in config.tasks
-    }
+    per_pass = {t: batches_per_pass(splits[t]["train"], config.batch_size, world)
+                for t in config.tasks}
     schedule = SCHEDULES.build(
-        config.schedule.name, {t: s.batches_per_pass() for t, s in streams_meta.items()},
+        config.schedule.name, per_pass,
         config.schedule.epoch_length, config.schedule.steps_per_epoch, config.epochs,
         **config.schedule.args,
     )
@@ -235,7 +233,8 @@ def train(
                 rate = epoch_examples * world / (time.perf_counter() - t0)
                 say(f"  epoch {epoch + 1} step {step_i + 1}/{len(plan)} · {rate:.0f} examples/s",
                     err=True)
-        _check_finite(out["losses"], epoch, len(plan) - 1) if plan else None
+        if plan:
+            _check_finite(out["losses"], epoch, len(plan) - 1)
         if accelerator.device.type == "cuda":
             torch.cuda.synchronize()
         epoch_seconds = time.perf_counter() - t0

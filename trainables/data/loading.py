@@ -83,6 +83,11 @@ def load_task_splits(
     return out
 
 
+def batches_per_pass(split: TaskSplit, batch_size: int, world: int) -> int:
+    """Global batches (batch_size rows on each of `world` processes) in one pass over a set."""
+    return math.ceil(len(split) / (batch_size * world))
+
+
 class BatchStream:
     """An endless stream of one task's training batches for one process.
 
@@ -101,7 +106,7 @@ class BatchStream:
         self._queue: list[np.ndarray] = []
 
     def batches_per_pass(self) -> int:
-        return math.ceil(len(self.split) / (self.batch_size * self.world))
+        return batches_per_pass(self.split, self.batch_size, self.world)
 
     def _refill(self) -> None:
         glob = self.split.batches(

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.errors import ConfigError
 from trainables.heads.base import Head
 
 
@@ -17,6 +18,9 @@ class CosineHead(Head):
         proj_dim: width of the per-sentence linear projections (default: the encoder width).
         shared_projection: one projection for both sentences instead of one each.
         scale: multiplies the cosine (a temperature for logit-based losses).
+        init: "random" (PyTorch's default) or "identity": projections start as the identity
+            (needs proj_dim = encoder width), so a pre-trained sentence encoder's cosine
+            similarity is the starting point rather than a random projection of it.
         dropout: dropout on the embeddings before projecting.
     """
 
@@ -35,6 +39,7 @@ class CosineHead(Head):
         proj_dim: int | None = None,
         shared_projection: bool = False,
         scale: float = 1.0,
+        init: str = "random",
     ) -> None:
         super().__init__(hidden, num_outputs, default_dropout, dropout)
         width = proj_dim or hidden
@@ -42,6 +47,14 @@ class CosineHead(Head):
         self.proj_a = nn.Linear(hidden, width)
         self.proj_b = self.proj_a if shared_projection else nn.Linear(hidden, width)
         self.scale = scale
+        if init not in ("random", "identity"):
+            raise ConfigError(f"init: {init!r}; valid: random, identity")
+        if init == "identity":
+            if width != hidden:
+                raise ConfigError(f"init: identity needs proj_dim = encoder width ({hidden})")
+            for proj in {self.proj_a, self.proj_b}:
+                nn.init.eye_(proj.weight)
+                nn.init.zeros_(proj.bias)
 
     @property
     def output_range(self) -> tuple[float, float]:
