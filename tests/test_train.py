@@ -157,4 +157,5 @@ def test_minilm_on_cs224n_beats_chance(cache_dir, tmp_path):
                            [f"data.dir={CS224N}"])
     m = train(cfg, Runtime(cpu=True, progress_lines=2, out_dir=str(tmp_path)))
     print(json.dumps(m))
-    assert m["sst_acc"] > 0.3 and m["para_acc"] > 0.7 and m["sts_corr"] > 0.5, m
+    # Chance: 0.2, 0.63 (majority class of this QQP split), r = 0. Measured: 0.400/0.704/0.739.
+    assert m["sst_acc"] > 0.3 and m["para_acc"] > 0.67 and m["sts_corr"] > 0.6, m
