@@ -33,6 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_reproduce_arguments(rp)
     rp.set_defaults(run=reproduce.run_reproduce)
 
+    from orchestrator import report
+
+    rep = sub.add_parser("report", help="results table, importances and plots of a sweep")
+    report.add_report_arguments(rep)
+    rep.set_defaults(run=report.run_report)
+
+    from orchestrator import predict
+
+    pp = sub.add_parser("predict", help="write CS224N prediction files from a trained model")
+    predict.add_predict_arguments(pp)
+    pp.set_defaults(run=predict.run_predict)
+
+    from orchestrator import ui
+
+    up = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store")
+    ui.add_ui_arguments(up)
+    up.set_defaults(run=ui.run_ui)
+
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     demo = data_sub.add_parser("demo", help="write the synthetic demo data set (CS224N layout)")

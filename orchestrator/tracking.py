@@ -30,7 +30,8 @@ KIND = "mtsweep.kind"  # "sweep" | "trial" | "reproduction"
 REPRODUCE = "mtsweep.reproduce_command"
 STOPPED_EARLY = "mtsweep.stopped_early"
 ERROR = "mtsweep.error"
-INACTIVE = "n/a"  # param value of a conditional parameter that is not active in this trial
+INACTIVE = "n/a"
+EXPERIMENT_KIND = "mlflow.experimentKind"  # param value of a conditional parameter that is not active in this trial
 
 
 class TrackingError(MtsweepError):
@@ -111,7 +112,9 @@ def get_or_create_experiment(tracking_uri: str, name: str) -> str:
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     try:
-        return c.create_experiment(name, artifact_location=default_artifact_root(tracking_uri))
+        # The kind makes the MLflow 3 UI open the experiment on its runs, not on GenAI traces.
+        return c.create_experiment(name, artifact_location=default_artifact_root(tracking_uri),
+                                   tags={EXPERIMENT_KIND: "custom_model_development"})
     except Exception:  # noqa: BLE001 - created meanwhile by another process
         exp = c.get_experiment_by_name(name)
         if exp is None:

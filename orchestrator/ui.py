@@ -1,0 +1,103 @@
+"""`mtsweep ui`: the MLflow UI for the project's tracking store, on 127.0.0.1 by default."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from orchestrator.tracking import TrackingError, client, redact, resolve_tracking_uri
+
+
+def experiment_url(base: str, tracking_uri: str, experiment: str | None) -> str:
+    """The UI address of `experiment` (default: the one with the newest sweep run)."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(experiment) if experiment else None
+    if experiment and exp is None:
+        raise TrackingError(f"no experiment {experiment!r} in {redact(tracking_uri)}")
+    if exp is None:
+        runs = c.search_runs(
+            [e.experiment_id for e in c.search_experiments()],
+            filter_string="tags.`mtsweep.kind` = 'sweep'", order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs:
+            return f"{base}/"
+        return f"{base}/#/experiments/{runs[0].info.experiment_id}/runs"
+    return f"{base}/#/experiments/{exp.experiment_id}/runs"
+
+
+def start_server(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000,
+                 timeout_s: float = 90.0) -> subprocess.Popen:
+    """Start `mlflow server` for a local store and wait until it answers /health."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.exists():
+            raise TrackingError(f"no tracking store at {db} (run a sweep first, or pass "
+                                f"--tracking-uri)")
+    mlflow = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "server",
+           "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+            raise TrackingError(f"the MLflow UI did not start: {err[-1] if err else 'exited'}")
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    stop_server(proc)
+    raise TrackingError(f"the MLflow UI did not answer on {host}:{port} within {timeout_s:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (gunicorn/uvicorn workers included)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_ui(args) -> int:
+    tracking_uri = resolve_tracking_uri(args.tracking_uri, None)
+    if tracking_uri.startswith(("http://", "https://")):
+        # Already a tracking server: it serves its own UI.
+        print(experiment_url(tracking_uri.rstrip("/"), tracking_uri, args.experiment))
+        return 0
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: the UI will listen on {args.host}, reachable from other machines",
+              file=sys.stderr)
+    proc = start_server(tracking_uri, args.host, args.port)
+    url = experiment_url(f"http://{args.host}:{args.port}", tracking_uri, args.experiment)
+    print(f"MLflow UI for {redact(tracking_uri)}: {url}  (Ctrl-C stops it)", flush=True)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(proc)
+    return 0
+
+
+def add_ui_arguments(p) -> None:
+    p.add_argument("--tracking-uri", help="default $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--experiment", help="the experiment whose URL is printed "
+                                        "(default: the newest sweep's)")
