@@ -213,6 +213,9 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
         return f"Ray cluster at {address}"
     r = spec.resources
     cpus = opts.num_cpus or os.cpu_count() or 1
+    # Inherited by every Ray process: on a loaded machine starting N workers can take longer
+    # than Ray Train's default minute.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     # A short temp dir of its own: socket paths must stay short, and other Ray instances may
     # run on the same machine.
     temp = tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp")

@@ -199,9 +199,10 @@ def recorded_resources(tracking_uri: str, run) -> tuple[int | None, bool | None]
 
 
 def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | None = None,
-              quiet: bool = False) -> tuple[dict[str, Any], Comparison]:
-    """Train the recorded run's config again into a new run; return the result (as `--json`
-    prints it) and the comparison."""
+              quiet: bool = False, use_ray: bool = False) -> tuple[dict[str, Any], Comparison]:
+    """Train the recorded run's config again into a new run — in this process, or with
+    `use_ray` as a one-trial Ray Train run with the recorded workers — and return the result
+    (as `--json` prints it) and the comparison."""
     import torch
 
     from trainables.runtime import Runtime
@@ -263,7 +264,10 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
         runtime = Runtime(cpu=True if cpu else None, num_threads=threads, out_dir=str(out_dir),
                           progress_lines=0 if quiet else 4)
         try:
-            train(config, runtime, callbacks=[on_epoch])
+            if use_ray:
+                history.update(_train_on_ray(config, tracker, new_id, uri, run, Path(tmp)))
+            else:
+                train(config, runtime, callbacks=[on_epoch])
         except BaseException as e:
             interrupted = isinstance(e, KeyboardInterrupt)
             tracker.finish_trial(new_id, "KILLED" if interrupted else "FAILED",
@@ -297,6 +301,54 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
     return result, cmp
 
 
+def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp: Path
+                  ) -> dict[int, dict[str, Any]]:
+    """A one-trial Ray Train run (local Ray) with the recorded trial's workers, CPUs and GPUs
+    per worker; the workers log each epoch to the reproduction run, read back here."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from orchestrator.trial import train_worker
+
+    workers, cpus, gpus = 1, 1.0, 0.0
+    parent = run.data.tags.get(PARENT)
+    if parent:
+        params = client(uri).get_run(parent).data.params
+        workers = int(float(params.get("resources.workers", workers)))
+        cpus = float(params.get("resources.cpus_per_worker", cpus))
+        gpus = float(params.get("resources.gpus_per_worker", gpus))
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    print(f"on Ray: {workers} worker(s) × {resources}", flush=True)
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(workers * cpus)), include_dashboard=False,
+             _temp_dir=tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp"), log_to_driver=False,
+             logging_level="ERROR")
+    try:
+        trainer = TorchTrainer(
+            train_worker,
+            train_loop_config={
+                "config": config.to_dict(), "run_id": new_id, "tracker": tracker,
+                "cache_dir": os.environ.get("MTSWEEP_CACHE")
+                or str(Path.home() / ".cache" / "mtsweep"),
+                "threads": max(1, int(cpus)), "cpu": not gpus, "trial_id": f"repro-{new_id[:8]}",
+                "log_model": False,
+            },
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=workers, use_gpu=bool(gpus), resources_per_worker=resources),
+            run_config=ray.train.RunConfig(name=f"reproduce-{new_id[:8]}",
+                                           storage_path=str(tmp / "ray")),
+        )
+        trainer.fit()
+    finally:
+        ray.shutdown()
+    history: dict[int, dict[str, Any]] = {}
+    c = tracker.client
+    for key in c.get_run(new_id).data.metrics:
+        for m in c.get_metric_history(new_id, key):
+            history.setdefault(m.step, {})[key] = m.value
+    return history
+
+
 def _json_float(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
@@ -307,7 +359,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
     if args.tolerance is not None and not args.tolerance >= 0:
         raise ReproduceError(f"--tolerance must be ≥ 0, got {args.tolerance}")
     try:
-        result, cmp = reproduce(args.run_id, args.tracking_uri, args.tolerance, quiet=args.json)
+        result, cmp = reproduce(args.run_id, args.tracking_uri, args.tolerance, quiet=args.json,
+                                use_ray=args.ray)
     except TrainingDiverged as e:
         print(f"error: the reproduction diverged: {e}", file=sys.stderr)
         return 1
@@ -334,6 +387,9 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, "
                                           "else sqlite:///./mlflow.db)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    p.add_argument("--ray", action="store_true",
+                   help="re-run as a one-trial Ray Train run with the recorded workers "
+                        "(default: in this process)")
     p.add_argument("--tolerance", type=float,
                    help=f"largest absolute difference that still matches (default 0 on the CPU, "
                         f"{GPU_TOLERANCE:g} on a GPU)")
