@@ -75,10 +75,13 @@ def test_every_combination_is_valid_or_a_clear_config_error(demo_dir):
         assert any(_valid(demo_dir, task, h, loss) for _, h, loss in ALL_COMBOS if _ == task)
 
 
-@pytest.mark.parametrize("task, head, loss", ALL_COMBOS, ids=["-".join(c) for c in ALL_COMBOS])
+# The combinations the config accepts (the others are checked to be clear errors above).
+VALID_COMBOS = [c for c in ALL_COMBOS if _valid("unused", *c)]
+
+
+@pytest.mark.parametrize("task, head, loss", VALID_COMBOS,
+                         ids=["-".join(c) for c in VALID_COMBOS])
 def test_head_loss_contract(demo_dir, batches, task, head, loss):
-    if not _valid(demo_dir, task, head, loss):
-        pytest.skip("incompatible by design (checked above)")
     cfg = _config(demo_dir, task, head, loss)
     from trainables.encoder import load_encoder
 
