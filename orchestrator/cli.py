@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_predict_arguments(pp)
     pp.set_defaults(run=predict.run_predict)
 
+    from orchestrator import resume
+
+    rs = sub.add_parser("resume", help="continue an interrupted sweep")
+    resume.add_resume_arguments(rs)
+    rs.set_defaults(run=resume.run_resume)
+
     from orchestrator import ui
 
     up = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the tracking store")

@@ -56,15 +56,15 @@ def max_epochs(spec: SweepSpec) -> int:
     return best
 
 
-def absolute_data_dir(spec: SweepSpec) -> SweepSpec:
+def absolute_data_dir(spec: SweepSpec, cwd: str | None = None) -> SweepSpec:
     """Trials run in other folders: a relative `data.dir` is taken relative to where the
-    sweep is launched."""
+    sweep is launched (`cwd`, default the current folder)."""
     import dataclasses
 
     data = dict(spec.base.get("data", {}))
     d = data.get("dir")
     if d and not d.startswith("hf:") and not Path(d).is_absolute():
-        data["dir"] = str(Path(d).resolve())
+        data["dir"] = str((Path(cwd or os.getcwd()) / d).resolve())
         return dataclasses.replace(spec, base={**spec.base, "data": data})
     return spec
 
@@ -319,6 +319,15 @@ def _run_tuner(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    _write_meta(Path(storage) / run_name, {
+        "sweep_file": str(Path(spec.path).resolve()), "overrides": list(spec.overrides),
+        "cwd": os.getcwd(), "tracking_uri": tracker.tracking_uri,
+        "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
+        "experiment": opts.experiment or spec.tracking.experiment or spec.name,
+        "num_samples": num_samples, "num_cpus": opts.num_cpus,
+        "max_failures": opts.max_failures, "cache_dir": cache_dir, "storage": storage,
+        "run_name": run_name, "git_commit": commit,
+    })
     s = spec.search
     metric = list(s.metrics) if s.multi_objective else s.metrics[0]
     mode = list(s.modes) if s.multi_objective else s.modes[0]
@@ -328,11 +337,7 @@ def _run_tuner(
     progress = Progress(num_samples, spec.scheduler.metric, spec.scheduler.mode)
     ctx = TrialContext(spec=spec, tracker=tracker, storage=storage, cache_dir=cache_dir,
                        git_commit=commit, max_failures=opts.max_failures)
-    # The trial function only drives its Ray Train workers (which hold the real CPUs/GPUs).
-    # It takes no CPU (a fraction would leave N-1.99 CPUs, too few for N one-CPU workers);
-    # a token amount of memory gives its placement group a non-empty bundle.
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                                    {"cpu": 0, "memory": 2**20})
+    trainable = make_trainable(ctx)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -346,12 +351,53 @@ def _run_tuner(
             callbacks=[_make_callback(spec, tracker, progress, limited)],
         ),
     )
-    tuner.fit()
+    results = tuner.fit()
     progress.show(force=True)
-    summary = summarize(spec, tracker, opts.experiment or spec.tracking.experiment or spec.name,
-                        num_samples)
+    return finish(results, spec, tracker, opts.experiment or spec.tracking.experiment or spec.name,
+                  num_samples, Path(storage) / run_name)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The driver was interrupted; Ray Tune saved the sweep's state."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(str(folder))
+        self.folder = folder
+
+
+def finish(results, spec: SweepSpec, tracker: SweepTracker, experiment: str, num_samples: int,
+           folder: Path) -> dict[str, Any]:
+    """After `Tuner.fit()`: raise SweepInterrupted when trials are left (Ctrl-C), else print
+    and return the summary."""
+    trials = results._experiment_analysis.trials
+    if any(t.status not in ("TERMINATED", "ERROR") for t in trials) or (
+        len(trials) < num_samples and spec.search.time_budget_s is None
+    ):
+        raise SweepInterrupted(folder)
+    summary = summarize(spec, tracker, experiment, num_samples)
     print_table(summary, spec)
     return summary
+
+
+META_FILE = "mtsweep-sweep.json"
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """What `mtsweep resume` needs to continue this sweep, next to Ray Tune's own state."""
+    if "://" in str(folder):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=1))
+
+
+def make_trainable(ctx: TrialContext):
+    from ray import tune
+
+    # The trial function only drives its Ray Train workers (which hold the real CPUs/GPUs).
+    # It takes no CPU (a fraction would leave N-1.99 CPUs, too few for N one-CPU workers);
+    # a token amount of memory gives its placement group a non-empty bundle.
+    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+                               {"cpu": 0, "memory": 2**20})
 
 
 def summarize(spec: SweepSpec, tracker: SweepTracker, experiment: str, num_samples: int
@@ -448,6 +494,10 @@ def run_launch(args) -> int:
     )
     try:
         summary = launch(spec, opts)
+    except SweepInterrupted as e:
+        print(f"interrupted: the sweep run is marked KILLED in MLflow; continue it with\n"
+              f"  mtsweep resume {e.folder}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted: the sweep run is marked KILLED in MLflow", file=sys.stderr)
         return 130

@@ -1,0 +1,101 @@
+"""`mtsweep resume`: continue an interrupted sweep from its Ray Tune state.
+
+Completed trials are kept (not re-run), unfinished ones restart from their last checkpoints,
+the Optuna searcher continues with its history (it is restored with the Tuner), and the sweep's
+MLflow runs are continued rather than duplicated (trial runs are found by their Ray trial id).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrator.launch import (
+    META_FILE,
+    LaunchOptions,
+    SweepInterrupted,
+    _init_ray,
+    absolute_data_dir,
+    check_resources,
+    finish,
+    make_trainable,
+)
+from orchestrator.space import load_sweep
+from orchestrator.tracking import SweepTracker, check_reachable, resolve_tracking_uri
+from orchestrator.trial import TrialContext
+from trainables.errors import MtsweepError
+
+
+class ResumeError(MtsweepError):
+    """There is no sweep to resume at the given place."""
+
+
+def find_sweep_folder(path: str | Path) -> Path:
+    """The sweep's Ray Tune folder: `path` itself, or the newest sweep inside `path`
+    (the `--storage` given at launch)."""
+    p = Path(path)
+    if (p / META_FILE).exists():
+        return p
+    if p.is_dir():
+        found = sorted(p.glob(f"*/{META_FILE}"), key=lambda f: f.stat().st_mtime)
+        if found:
+            return found[-1].parent
+    raise ResumeError(f"{p}: no sweep to resume here (no {META_FILE} in it or in a folder "
+                      f"inside it; give the --storage of the launch or its sweep folder)")
+
+
+def resume(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
+    import ray
+    from ray import tune
+
+    folder = find_sweep_folder(path)
+    meta = json.loads((folder / META_FILE).read_text())
+    spec = absolute_data_dir(load_sweep(meta["sweep_file"], meta["overrides"]), meta["cwd"])
+    uri = resolve_tracking_uri(tracking_uri, None) if tracking_uri else meta["tracking_uri"]
+    check_reachable(uri)
+    opts = LaunchOptions(num_cpus=meta.get("num_cpus"), max_failures=meta.get("max_failures", 0))
+    where = _init_ray(opts, spec)
+    try:
+        check_resources(spec)
+        tracker = SweepTracker(uri, meta["experiment_id"], meta["parent_run_id"])
+        tracker.client.update_run(meta["parent_run_id"], status="RUNNING")
+        print(f"resuming sweep {spec.name} from {folder} on {where}; MLflow sweep run "
+              f"{meta['parent_run_id']}", flush=True)
+        ctx = TrialContext(spec=spec, tracker=tracker, storage=meta["storage"],
+                           cache_dir=meta["cache_dir"], git_commit=meta["git_commit"],
+                           max_failures=meta.get("max_failures", 0))
+        tuner = tune.Tuner.restore(str(folder), trainable=make_trainable(ctx),
+                                   resume_unfinished=True, resume_errored=True)
+        status = "FAILED"
+        try:
+            results = tuner.fit()
+            summary = finish(results, spec, tracker, meta["experiment"], meta["num_samples"],
+                             folder)
+            status = "FINISHED"
+            return summary
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            tracker.end_parent(status)
+    finally:
+        ray.shutdown()
+
+
+def run_resume(args) -> int:
+    try:
+        summary = resume(args.path, args.tracking_uri)
+    except SweepInterrupted as e:
+        print(f"interrupted again; continue with\n  mtsweep resume {e.folder}", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+def add_resume_arguments(p) -> None:
+    p.add_argument("path", help="the --storage given at launch, or the sweep folder inside it")
+    p.add_argument("--tracking-uri", help="default: the one the sweep was launched with")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of results")
