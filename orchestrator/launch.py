@@ -295,19 +295,24 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
               f"sweep run {tracker.parent_run_id}", flush=True)
         print(f"Ray Tune results and checkpoints: {storage}/{run_name}", flush=True)
 
-        status = "FAILED"
-        try:
-            summary = _run_tuner(spec, opts, tracker, storage, cache_dir, commit, num_samples,
-                                 run_name)
-            status = "FINISHED"
-            return summary
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            tracker.end_parent(status)
+        return closing_sweep_run(tracker, lambda: _run_tuner(
+            spec, opts, tracker, storage, cache_dir, commit, num_samples, run_name))
     finally:
         ray.shutdown()
+
+
+def closing_sweep_run(tracker: SweepTracker, run):
+    """Call `run()` and close the sweep run: FINISHED, KILLED on an interruption, else FAILED."""
+    status = "FAILED"
+    try:
+        summary = run()
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end_parent(status)
 
 
 def _run_tuner(

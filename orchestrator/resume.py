@@ -19,6 +19,7 @@ from orchestrator.launch import (
     _init_ray,
     absolute_data_dir,
     check_resources,
+    closing_sweep_run,
     finish,
     make_trainable,
 )
@@ -68,18 +69,8 @@ def resume(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
                            max_failures=meta.get("max_failures", 0))
         tuner = tune.Tuner.restore(str(folder), trainable=make_trainable(ctx),
                                    resume_unfinished=True, resume_errored=True)
-        status = "FAILED"
-        try:
-            results = tuner.fit()
-            summary = finish(results, spec, tracker, meta["experiment"], meta["num_samples"],
-                             folder)
-            status = "FINISHED"
-            return summary
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            tracker.end_parent(status)
+        return closing_sweep_run(tracker, lambda: finish(
+            tuner.fit(), spec, tracker, meta["experiment"], meta["num_samples"], folder))
     finally:
         ray.shutdown()
 
