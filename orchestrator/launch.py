@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 from orchestrator.schedulers import build_scheduler
 from orchestrator.space import SweepSpec, describe, make_sampler, sample_points
 from orchestrator.tracking import (
+    ABANDONED,
     OPTUNA_TRIAL,
     RAY_TRIAL_ID,
     REPRODUCE,
@@ -27,7 +30,7 @@ from orchestrator.tracking import (
     resolve_tracking_uri,
 )
 from orchestrator.trial import TrialContext, optuna_trial_number, run_trial
-from trainables.errors import ConfigError, MtsweepError
+from trainables.errors import ConfigError
 
 TASK_METRICS = ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean")
 
@@ -40,7 +43,6 @@ class LaunchOptions:
     tracking_uri: str | None = None
     experiment: str | None = None
     num_cpus: int | None = None
-    max_failures: int = 0
     verbose: bool = False
     json: bool = False
 
@@ -104,6 +106,7 @@ class Progress:
     last_print: float = 0.0
 
     latest: dict = field(default_factory=dict)
+    tracking_warned: set = field(default_factory=set)
 
     def record(self, trial_id: str, result: dict) -> None:
         """Keep each trial's latest result; the best is taken over those."""
@@ -155,14 +158,18 @@ def _make_callback(spec: SweepSpec, tracker: SweepTracker, progress: Progress, s
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             progress.record(trial.trial_id, result)
+            if tracker.backlog:
+                tracker.retry_backlog()
+            waiting = result.get("tracking_backlog") or 0
+            if waiting and trial.trial_id not in progress.tracking_warned:
+                progress.tracking_warned.add(trial.trial_id)
+                print(f"WARNING: trial {trial.trial_id} cannot reach MLflow; {waiting} records "
+                      f"kept in the trial and sent when the server answers (training goes on)",
+                      file=sys.stderr, flush=True)
             progress.show()
-
-        def _run(self, trial) -> str | None:
-            return tracker.find_trial_run(trial.trial_id)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             progress.running.discard(trial.trial_id)
-            run_id = self._run(trial)
             epochs = point_to_config(spec, trial.config).epochs
             last = (trial.last_result or {}).get("epoch", 0)
             early = last < epochs
@@ -170,24 +177,22 @@ def _make_callback(spec: SweepSpec, tracker: SweepTracker, progress: Progress, s
                 progress.stopped += 1
             else:
                 progress.done += 1
-            if run_id:
-                tags = {STOPPED_EARLY: str(early).lower()}
-                number = optuna_trial_number(searcher, trial.trial_id)
-                if number is not None:
-                    tags[OPTUNA_TRIAL] = str(number)
-                tracker.finish_trial(run_id, "KILLED" if early else "FINISHED", tags)
+            tags = {STOPPED_EARLY: str(early).lower()}
+            number = optuna_trial_number(searcher, trial.trial_id)
+            if number is not None:
+                tags[OPTUNA_TRIAL] = str(number)
+            tracker.close_trial(trial.trial_id, "KILLED" if early else "FINISHED", tags)
             progress.show(force=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             progress.running.discard(trial.trial_id)
             progress.failed += 1
-            run_id = self._run(trial)
-            if run_id:
-                error = _trial_error(trial)
-                number = optuna_trial_number(searcher, trial.trial_id)
-                tags = {OPTUNA_TRIAL: str(number)} if number is not None else {}
-                tracker.finish_trial(run_id, "FAILED", tags, error=error)
-            print(f"trial {trial.trial_id} failed: {_trial_error(trial).strip().splitlines()[-1]}",
+            error = _trial_error(trial)
+            number = optuna_trial_number(searcher, trial.trial_id)
+            tags = {OPTUNA_TRIAL: str(number)} if number is not None else {}
+            tracker.close_trial(trial.trial_id, "FAILED", tags, error=error)
+            print(f"trial {trial.trial_id} failed: "
+                  f"{(error.strip().splitlines() or ['unknown error'])[-1]}",
                   file=sys.stderr)
             progress.show(force=True)
 
@@ -330,7 +335,7 @@ def _run_tuner(
         "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
         "experiment": opts.experiment or spec.tracking.experiment or spec.name,
         "num_samples": num_samples, "num_cpus": opts.num_cpus,
-        "max_failures": opts.max_failures, "cache_dir": cache_dir, "storage": storage,
+        "cache_dir": cache_dir, "storage": storage,
         "run_name": run_name, "git_commit": commit,
     })
     s = spec.search
@@ -341,7 +346,7 @@ def _run_tuner(
     limited = ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent)
     progress = Progress(num_samples, spec.scheduler.metric, spec.scheduler.mode)
     ctx = TrialContext(spec=spec, tracker=tracker, storage=storage, cache_dir=cache_dir,
-                       git_commit=commit, max_failures=opts.max_failures)
+                       git_commit=commit)
     trainable = make_trainable(ctx)
     tuner = tune.Tuner(
         trainable,
@@ -354,6 +359,7 @@ def _run_tuner(
         run_config=tune.RunConfig(
             name=run_name, storage_path=storage, verbose=0,
             callbacks=[_make_callback(spec, tracker, progress, limited)],
+            failure_config=tune.FailureConfig(max_failures=spec.failures.trial_retries),
         ),
     )
     results = tuner.fit()
@@ -379,6 +385,7 @@ def finish(results, spec: SweepSpec, tracker: SweepTracker, experiment: str, num
         len(trials) < num_samples and spec.search.time_budget_s is None
     ):
         raise SweepInterrupted(folder)
+    tracker.close_abandoned({t.trial_id for t in trials})
     summary = summarize(spec, tracker, experiment, num_samples)
     print_table(summary, spec)
     return summary
@@ -413,6 +420,8 @@ def summarize(spec: SweepSpec, tracker: SweepTracker, experiment: str, num_sampl
     keys = set(space_key_paths(spec))
     trials = []
     for run in tracker.trial_runs():
+        if run.data.tags.get(ABANDONED) == "true":
+            continue
         trials.append({
             "run_id": run.info.run_id,
             "ray_trial_id": run.data.tags.get(RAY_TRIAL_ID),
@@ -483,6 +492,34 @@ def print_table(summary: dict[str, Any], spec: SweepSpec) -> None:
               f"{summary['best_reproduce']}")
 
 
+class TerminationSignal:
+    """SIGTERM (a scheduler or `kill` stopping the driver) ends a sweep like Ctrl-C: Ray Tune
+    saves the sweep's state one last time and the sweep can be resumed. Remembers which signal
+    came, for the exit status (128 + signal number)."""
+
+    def __init__(self) -> None:
+        self.signum = signal.SIGINT
+
+    def __enter__(self) -> TerminationSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_term)
+        return self
+
+    def _on_term(self, signum, frame) -> None:
+        self.signum = signal.SIGTERM
+        # Ray Tune's own handler for SIGINT stops the sweep cleanly (or, outside Tune, the
+        # default handler raises KeyboardInterrupt).
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def __exit__(self, *exc) -> None:
+        if hasattr(self, "_previous"):
+            signal.signal(signal.SIGTERM, self._previous)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + int(self.signum)
+
+
 def run_launch(args) -> int:
     from orchestrator.space import load_sweep
 
@@ -495,19 +532,18 @@ def run_launch(args) -> int:
     opts = LaunchOptions(
         num_samples=args.num_samples, address=args.address, storage=args.storage,
         tracking_uri=args.tracking_uri, experiment=args.experiment, num_cpus=args.num_cpus,
-        max_failures=args.max_failures, verbose=args.verbose, json=args.json,
+        verbose=args.verbose, json=args.json,
     )
-    try:
-        summary = launch(spec, opts)
-    except SweepInterrupted as e:
-        print(f"interrupted: the sweep run is marked KILLED in MLflow; continue it with\n"
-              f"  mtsweep resume {e.folder}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted: the sweep run is marked KILLED in MLflow", file=sys.stderr)
-        return 130
-    except MtsweepError:
-        raise
+    with TerminationSignal() as term:
+        try:
+            summary = launch(spec, opts)
+        except SweepInterrupted as e:
+            print(f"interrupted: the sweep run is marked KILLED in MLflow; continue it with\n"
+                  f"  mtsweep resume {e.folder}", file=sys.stderr)
+            return term.exit_status
+        except KeyboardInterrupt:
+            print("interrupted: the sweep run is marked KILLED in MLflow", file=sys.stderr)
+            return term.exit_status
     if args.json:
         print(json.dumps(summary, default=str))
     failed = sum(t["status"] == "FAILED" for t in summary["trials"])
@@ -528,8 +564,6 @@ def add_launch_arguments(p) -> None:
                                           "else sqlite:///./mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment (default: the sweep's name)")
     p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray")
-    p.add_argument("--max-failures", type=int, default=0,
-                   help="times a trial's training is restarted from its last checkpoint")
     p.add_argument("--dry-run", action="store_true",
                    help="validate, print the space and a few sampled configs; start nothing")
     p.add_argument("--verbose", action="store_true", help="show the trials' own output")

@@ -16,6 +16,7 @@ from orchestrator.launch import (
     META_FILE,
     LaunchOptions,
     SweepInterrupted,
+    TerminationSignal,
     _init_ray,
     absolute_data_dir,
     check_resources,
@@ -56,7 +57,7 @@ def resume(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
     spec = absolute_data_dir(load_sweep(meta["sweep_file"], meta["overrides"]), meta["cwd"])
     uri = resolve_tracking_uri(tracking_uri, None) if tracking_uri else meta["tracking_uri"]
     check_reachable(uri)
-    opts = LaunchOptions(num_cpus=meta.get("num_cpus"), max_failures=meta.get("max_failures", 0))
+    opts = LaunchOptions(num_cpus=meta.get("num_cpus"))
     where = _init_ray(opts, spec)
     try:
         check_resources(spec)
@@ -65,10 +66,9 @@ def resume(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
         print(f"resuming sweep {spec.name} from {folder} on {where}; MLflow sweep run "
               f"{meta['parent_run_id']}", flush=True)
         ctx = TrialContext(spec=spec, tracker=tracker, storage=meta["storage"],
-                           cache_dir=meta["cache_dir"], git_commit=meta["git_commit"],
-                           max_failures=meta.get("max_failures", 0))
+                           cache_dir=meta["cache_dir"], git_commit=meta["git_commit"])
         tuner = tune.Tuner.restore(str(folder), trainable=make_trainable(ctx),
-                                   resume_unfinished=True, resume_errored=True)
+                                   resume_unfinished=True, resume_errored=False)
         return closing_sweep_run(tracker, lambda: finish(
             tuner.fit(), spec, tracker, meta["experiment"], meta["num_samples"], folder))
     finally:
@@ -76,11 +76,13 @@ def resume(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
 
 
 def run_resume(args) -> int:
-    try:
-        summary = resume(args.path, args.tracking_uri)
-    except SweepInterrupted as e:
-        print(f"interrupted again; continue with\n  mtsweep resume {e.folder}", file=sys.stderr)
-        return 130
+    with TerminationSignal() as term:
+        try:
+            summary = resume(args.path, args.tracking_uri)
+        except SweepInterrupted as e:
+            print(f"interrupted again; continue with\n  mtsweep resume {e.folder}",
+                  file=sys.stderr)
+            return term.exit_status
     if args.json:
         print(json.dumps(summary, default=str))
     return 0

@@ -52,6 +52,8 @@ __all__ = [
     "ResourcesSpec",
     "SchedulerSpec",
     "SearchSpec",
+    "CheckpointsSpec",
+    "FailuresSpec",
     "SweepSpec",
     "TrackingSpec",
     "check_key_path",
@@ -69,7 +71,7 @@ __all__ = [
 
 SECTIONS = (
     "name", "description", "base", "fixed", "space", "search", "scheduler", "resources",
-    "tracking",
+    "failures", "checkpoints", "tracking",
 )
 TAG_PREFIX = "tag."
 
@@ -110,6 +112,8 @@ _SEARCH_KEYS = ("algorithm", "metric", "mode", "num_samples", "max_concurrent", 
 _SCHEDULER_KEYS = ("name", "metric", "mode", "args")
 _RESOURCES_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker")
 _TRACKING_KEYS = ("experiment", "tracking_uri", "log_model")
+_FAILURES_KEYS = ("worker_restarts", "trial_retries")
+_CHECKPOINTS_KEYS = ("keep", "metric", "mode")
 _RANGE_KEYS = ("float", "int", "log", "step", "when")
 _CATEGORICAL_KEYS = ("values", "branches", "when")
 
@@ -332,6 +336,27 @@ class ResourcesSpec:
 
 
 @dataclass(frozen=True)
+class FailuresSpec:
+    """What happens when something breaks. `worker_restarts`: Ray Train restarts a trial's
+    worker group (a killed process, a lost node) from the trial's last checkpoint up to this
+    many times. `trial_retries`: Ray Tune then re-runs a failed trial (again resuming from its
+    checkpoint, and continuing its MLflow run) up to this many times."""
+
+    worker_restarts: int = 0
+    trial_retries: int = 0
+
+
+@dataclass(frozen=True)
+class CheckpointsSpec:
+    """Per trial, keep the `keep` best epoch checkpoints by `metric` (plus always the latest,
+    which a restart resumes from); older ones are deleted as the trial goes."""
+
+    keep: int = 1
+    metric: str = "overall"
+    mode: str = "max"
+
+
+@dataclass(frozen=True)
 class TrackingSpec:
     """MLflow: experiment name (default: the sweep's name), tracking URI (null: the launcher
     decides) and whether the final checkpoint is logged as an artifact."""
@@ -365,6 +390,8 @@ class SweepSpec:
     sha256: str
     overrides: tuple[str, ...] = ()
     order: tuple[Param, ...] = field(default=(), repr=False)
+    failures: FailuresSpec = field(default_factory=FailuresSpec)
+    checkpoints: CheckpointsSpec = field(default_factory=CheckpointsSpec)
 
     @property
     def define_by_run(self) -> DefineByRun:
@@ -526,13 +553,15 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     scheduler = _parse_scheduler(p, raw.get("scheduler"), search)
     resources = _parse_resources(p, raw.get("resources"))
     tracking = _parse_tracking(p, raw.get("tracking"), name)
+    failures = _parse_failures(p, raw.get("failures"))
+    checkpoints = _parse_checkpoints(p, raw.get("checkpoints"), scheduler)
 
     spec = SweepSpec(
         path=p, name=name, description=description.strip(), base=base,
         base_source=base_source, fixed=fixed, params=params, search=search,
         scheduler=scheduler, resources=resources, tracking=tracking, text=text,
         sha256=hashlib.sha256(text.encode()).hexdigest(), overrides=tuple(overrides),
-        order=order,
+        order=order, failures=failures, checkpoints=checkpoints,
     )
     _check_values(spec)
     _check_combinations(spec)
@@ -1192,6 +1221,27 @@ def _parse_resources(p: Path, raw: Any) -> ResourcesSpec:
     if not _number(gpus) or gpus < 0:
         raise _err(p, "resources.gpus_per_worker", f"expected a number ≥ 0, got {gpus!r}")
     return ResourcesSpec(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus)
+
+
+def _parse_failures(p: Path, raw: Any) -> FailuresSpec:
+    s = _section(p, raw, "failures", _FAILURES_KEYS)
+    return FailuresSpec(
+        worker_restarts=_int_at_least(p, "failures.worker_restarts",
+                                      s.get("worker_restarts", 0), 0),
+        trial_retries=_int_at_least(p, "failures.trial_retries", s.get("trial_retries", 0), 0),
+    )
+
+
+def _parse_checkpoints(p: Path, raw: Any, scheduler: SchedulerSpec) -> CheckpointsSpec:
+    s = _section(p, raw, "checkpoints", _CHECKPOINTS_KEYS)
+    metric = _check_metric(p, "checkpoints.metric", s.get("metric", scheduler.metric))
+    default_mode = scheduler.mode if metric == scheduler.metric else (
+        "min" if metric.startswith("train_loss") else "max")
+    return CheckpointsSpec(
+        keep=_int_at_least(p, "checkpoints.keep", s.get("keep", 1), 1),
+        metric=metric,
+        mode=_check_mode(p, "checkpoints.mode", s.get("mode", default_mode)),
+    )
 
 
 def _parse_tracking(p: Path, raw: Any, name: str) -> TrackingSpec:

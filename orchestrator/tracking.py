@@ -11,8 +11,8 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ KIND = "mtsweep.kind"  # "sweep" | "trial" | "reproduction"
 REPRODUCE = "mtsweep.reproduce_command"
 STOPPED_EARLY = "mtsweep.stopped_early"
 ERROR = "mtsweep.error"
+ABANDONED = "mtsweep.abandoned"  # a trial the driver lost when it was killed
+RESUMED_FROM = "mtsweep.resumed_from"  # the checkpoint a restarted trial went on from
 INACTIVE = "n/a"
 EXPERIMENT_KIND = "mlflow.experimentKind"  # param value of a conditional parameter that is not active in this trial
 
@@ -74,8 +76,20 @@ def default_artifact_root(tracking_uri: str) -> str | None:
     return None
 
 
+# MLflow's HTTP client retries a refused connection for minutes by default; a tracking outage
+# must cost a training step seconds, not minutes (writes that fail are kept and sent later).
+# A user's own settings win.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
 def client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith(("http://", "https://")):
+        for k, v in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(k, v)
 
     return MlflowClient(tracking_uri=tracking_uri)
 
@@ -160,31 +174,91 @@ def _param_value(v: Any) -> str:
     return str(v)[:6000]
 
 
-def with_retries(fn, *args, what: str, attempts: int = 4, **kwargs):
-    """Call an MLflow function, retrying with back-off; after the last failure warn and go on
-    (a tracking hiccup must not kill training)."""
-    for i in range(attempts):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
-            if i == attempts - 1:
-                warnings.warn(f"MLflow: {what} failed after {attempts} tries: {e}", stacklevel=2)
-                return None
-            time.sleep(0.5 * 2**i)
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
 
 
 class SweepTracker:
     """Writes a sweep's records. Picklable (holds only strings); each process makes its own
-    client."""
+    client.
+
+    Writes go through `attempt`: when the tracking server does not answer, the write is kept
+    in this process and tried again before the next one (and by `flush` at the end of a trial
+    and of the sweep), a warning says so once per outage, and training goes on.
+    """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str | None = None):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
+        self._backlog: list[tuple[str, Any]] = []
+        self._outage_since: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id,
+                "parent_run_id": self.parent_run_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
 
     @property
     def client(self):
         return client(self.tracking_uri)
+
+    @property
+    def backlog(self) -> int:
+        """Writes waiting for the tracking server."""
+        return len(self._backlog)
+
+    def attempt(self, what: str, write) -> bool:
+        """Send the backlog, then `write()` (a no-argument callable). Whatever fails is kept,
+        in order, for the next call. Returns whether everything was written."""
+        self._backlog.append((what, write))
+        return self._drain()
+
+    def retry_backlog(self) -> bool:
+        """Try the kept writes once; whether none is left."""
+        return self._drain()
+
+    def _drain(self) -> bool:
+        while self._backlog:
+            what, fn = self._backlog[0]
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - any failure: keep it, warn, go on
+                if self._outage_since is None:
+                    self._outage_since = time.time()
+                    self._warn(f"MLflow at {redact(self.tracking_uri)} did not answer "
+                               f"({what}: {_short(e)}); the records are kept and sent "
+                               f"again later, training goes on")
+                return False
+            self._backlog.pop(0)
+        if self._outage_since is not None:
+            self._warn(f"MLflow at {redact(self.tracking_uri)} answers again after "
+                       f"{time.time() - self._outage_since:.0f} s; the kept records are sent")
+            self._outage_since = None
+        return True
+
+    def flush(self, patience_s: float = 120.0) -> bool:
+        """Send the backlog, retrying with back-off for up to `patience_s`; warn about what
+        could not be sent."""
+        deadline = time.time() + patience_s
+        delay = 1.0
+        while not self._drain():
+            if time.time() + delay > deadline:
+                kinds = ", ".join(sorted({w for w, _ in self._backlog}))
+                self._warn(f"MLflow at {redact(self.tracking_uri)}: {len(self._backlog)} "
+                           f"records could not be written ({kinds})")
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
+        return True
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+        log.warning(message)
 
     # ---- the parent run ------------------------------------------------------------------
     def start_parent(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
@@ -202,8 +276,9 @@ class SweepTracker:
 
     def end_parent(self, status: str = "FINISHED") -> None:
         if self.parent_run_id:
-            with_retries(self.client.set_terminated, self.parent_run_id, status=status,
-                         what="closing the sweep run")
+            self.attempt("closing the sweep run", lambda: self.client.set_terminated(
+                self.parent_run_id, status=status))
+            self.flush()
 
     # ---- trial runs ----------------------------------------------------------------------
     def find_trial_run(self, ray_trial_id: str) -> str | None:
@@ -250,31 +325,77 @@ class SweepTracker:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        with_retries(self.client.log_batch, run_id, metrics=batch, what=f"logging epoch {epoch}")
+        self.attempt(f"epoch {epoch} metrics",
+                     lambda: self.client.log_batch(run_id, metrics=batch))
 
     def log_epoch_artifacts(self, run_id: str, out_dir: Path) -> None:
         """Confusion matrices (JSON + PNG) and dev predictions (Parquet) of the latest epoch."""
-        c = self.client
         confusion = out_dir / "confusion.json"
         if confusion.exists():
-            with_retries(c.log_artifact, run_id, str(confusion), "confusion", what="confusion")
+            self.attempt("confusion matrices", lambda: self.client.log_artifact(
+                run_id, str(confusion), "confusion"))
             for task, matrix in json.loads(confusion.read_text()).items():
                 png = out_dir / f"confusion-{task}.png"
                 plot_confusion(matrix, task, png)
-                with_retries(c.log_artifact, run_id, str(png), "confusion", what="confusion png")
+                self.attempt("confusion plots", lambda png=png: self.client.log_artifact(
+                    run_id, str(png), "confusion"))
         preds = out_dir / "predictions"
         if preds.is_dir():
-            with_retries(c.log_artifacts, run_id, str(preds), "predictions", what="predictions")
+            self.attempt("predictions", lambda: self.client.log_artifacts(
+                run_id, str(preds), "predictions"))
 
     def finish_trial(self, run_id: str, status: str, tags: Mapping[str, str] | None = None,
                      error: str | None = None) -> None:
-        c = self.client
-        for k, v in (tags or {}).items():
-            with_retries(c.set_tag, run_id, k, v, what="tagging")
+        from mlflow.entities import RunTag
+
+        tags = dict(tags or {})
         if error:
-            with_retries(c.set_tag, run_id, ERROR, error[-5000:], what="tagging")
-            with_retries(c.log_text, run_id, error, "error.txt", what="error text")
-        with_retries(c.set_terminated, run_id, status=status, what="closing a trial run")
+            tags[ERROR] = error[-5000:]
+            self.attempt("error text", lambda: self.client.log_text(run_id, error, "error.txt"))
+        if tags:
+            self.attempt("trial tags", lambda: self.client.log_batch(
+                run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
+        self.attempt("closing a trial run", lambda: self.client.set_terminated(
+            run_id, status=status))
+
+    def close_abandoned(self, known_trial_ids: set[str]) -> None:
+        """Runs still open whose Ray trial is not part of the sweep's saved state: trials the
+        driver started just before it was killed (the search ran others instead). Closed as
+        KILLED and tagged, so that they are not counted as the sweep's trials."""
+        from mlflow.entities import RunTag
+
+        for run in self.trial_runs():
+            if run.info.status == "RUNNING" and \
+                    run.data.tags.get(RAY_TRIAL_ID) not in known_trial_ids:
+                self.attempt("closing an abandoned trial", lambda run=run: (
+                    self.client.log_batch(run.info.run_id, tags=[
+                        RunTag(ABANDONED, "true"),
+                        RunTag(ERROR, "the driver was killed before this trial was saved in "
+                                      "the sweep's state; the sweep ran another trial instead")]),
+                    self.client.set_terminated(run.info.run_id, status="KILLED")))
+
+    def close_trial(self, ray_trial_id: str, status: str, tags: Mapping[str, str],
+                    error: str | None = None) -> None:
+        """From the driver: find the trial's run by its Ray trial id and close it (kept and
+        retried as one write when the server does not answer)."""
+        from mlflow.entities import RunTag
+
+        tags = dict(tags)
+        if error:
+            tags[ERROR] = error[-5000:]
+
+        def write() -> None:
+            run_id = self.find_trial_run(ray_trial_id)
+            if run_id is None:  # the trial never got as far as opening its run
+                return
+            c = self.client
+            if error:
+                c.log_text(run_id, error, "error.txt")
+            if tags:
+                c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            c.set_terminated(run_id, status=status)
+
+        self.attempt(f"closing trial {ray_trial_id}", write)
 
 
 TASK_LABELS = {

@@ -19,6 +19,7 @@ from orchestrator.tracking import (
     INACTIVE,
     OPTUNA_TRIAL,
     REPRODUCE,
+    RESUMED_FROM,
     SweepTracker,
     package_versions,
 )
@@ -33,7 +34,6 @@ class TrialContext:
     storage: str  # absolute folder (or URI) for Ray Tune / Train results and checkpoints
     cache_dir: str  # tokenized-data cache shared by the trials
     git_commit: str
-    max_failures: int = 0
 
 
 def trial_params(spec: SweepSpec, params: dict[str, Any], config) -> dict[str, Any]:
@@ -97,8 +97,15 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
             storage_path=str(Path(ctx.storage) / "train") if "://" not in ctx.storage
             else f"{ctx.storage.rstrip('/')}/train",
             callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(
+                max_failures=ctx.spec.failures.worker_restarts),
+            # The k best epochs by the sweep's checkpoint metric; Ray Train always keeps the
+            # latest too (a restart resumes from it).
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=ctx.spec.checkpoints.keep,
+                checkpoint_score_attribute=ctx.spec.checkpoints.metric,
+                checkpoint_score_order=ctx.spec.checkpoints.mode,
+            ),
         ),
     )
     trainer.fit()
@@ -130,6 +137,9 @@ def train_worker(loop: dict[str, Any]) -> None:
         shutil.rmtree(local, ignore_errors=True)
         checkpoint.to_directory(str(local))
         resume_from = str(local)
+        if rank == 0:  # a restarted worker group or a retried trial: say so on the run
+            tracker.attempt("resume tag", lambda: tracker.client.set_tag(
+                run_id, RESUMED_FROM, Path(checkpoint.path).name))
 
     def report(rep: EpochReport) -> None:
         metrics = {k: v for k, v in rep.metrics.items() if isinstance(v, (int, float))}
@@ -139,6 +149,8 @@ def train_worker(loop: dict[str, Any]) -> None:
         ckpt = None
         if rep.is_main and rep.checkpoint is not None:
             ckpt = ray.train.Checkpoint.from_directory(str(rep.checkpoint))
+        # Not an MLflow metric: tells the driver when this trial cannot reach MLflow.
+        metrics["tracking_backlog"] = tracker.backlog
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch-{rep.epoch}")
 
     runtime = Runtime(
@@ -148,7 +160,15 @@ def train_worker(loop: dict[str, Any]) -> None:
     )
     train(config, runtime, callbacks=[report])
     if rank == 0 and loop.get("log_model"):
-        tracker.client.log_artifacts(run_id, str(out_dir / "model"), "model")
+        model_dir = str(out_dir / "model")
+        tracker.attempt("model", lambda: tracker.client.log_artifacts(run_id, model_dir, "model"))
+    if rank == 0:
+        tracker.flush()
+    # Ray Train holds the checkpoints; the local copies would fill the disk over a long sweep.
+    shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.rmtree(staging / f"resume-rank{rank}", ignore_errors=True)
+    if rank == 0:
+        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
 
 
 def optuna_trial_number(searcher: Any, trial_id: str) -> int | None:

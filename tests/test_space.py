@@ -293,6 +293,12 @@ space:
     ("negative-gpus", GOOD + "resources: {gpus_per_worker: -1}\n",
      ["resources.gpus_per_worker"]),
     ("unknown-tracking-key", GOOD + "tracking: {uri: x}\n", ["tracking.uri"]),
+    ("negative-restarts", GOOD + "failures: {worker_restarts: -1}\n",
+     ["failures.worker_restarts", "≥ 0"]),
+    ("unknown-failures-key", GOOD + "failures: {retries: 2}\n",
+     ["failures.retries", "worker_restarts, trial_retries"]),
+    ("keep-0-checkpoints", GOOD + "checkpoints: {keep: 0}\n", ["checkpoints.keep", "≥ 1"]),
+    ("checkpoint-metric", GOOD + "checkpoints: {metric: acc}\n", ["checkpoints.metric", "overall"]),
     ("missing-base-file", GOOD.replace("trials/tiny_demo.yaml", "trials/nope.yaml"),
      ["base", "nope.yaml"]),
     ("invalid-base", "base: {epochs: 0}\n", ["base", "epochs"]),
@@ -316,6 +322,21 @@ def test_good_file_of_the_bad_table_loads(sweep_dir: Path) -> None:
     spec = load_sweep(write(sweep_dir, "good.yaml", GOOD))
     assert spec.name == "good" and spec.tracking.experiment == "good"
     assert spec.search.algorithm == "tpe" and spec.scheduler.name == "fifo"
+
+
+def test_failures_and_checkpoints_sections(sweep_dir: Path) -> None:
+    spec = load_sweep(write(sweep_dir, "good.yaml", GOOD))
+    assert (spec.failures.worker_restarts, spec.failures.trial_retries) == (0, 0)
+    assert (spec.checkpoints.keep, spec.checkpoints.metric, spec.checkpoints.mode) == (
+        1, "overall", "max")
+    spec = load_sweep(write(sweep_dir, "ft.yaml", GOOD + (
+        "failures: {worker_restarts: 3, trial_retries: 1}\n"
+        "checkpoints: {keep: 2, metric: train_loss_sst}\n")))
+    assert (spec.failures.worker_restarts, spec.failures.trial_retries) == (3, 1)
+    assert (spec.checkpoints.keep, spec.checkpoints.metric, spec.checkpoints.mode) == (
+        2, "train_loss_sst", "min")
+    spec = load_sweep(sweep_dir / "ft.yaml", ["failures.worker_restarts=5"])
+    assert spec.failures.worker_restarts == 5
 
 
 def test_missing_sweep_file(tmp_path: Path) -> None:
