@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -67,6 +68,25 @@ def redact(uri: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return uri
+
+
+def without_credentials(uri: str) -> str:
+    """The URI without user and password: what is safe to record in a run (MLflow takes the
+    credentials from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD instead)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.username or parts.password:
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit(parts._replace(netloc=host))
+    return uri
+
+
+def reproduce_command(run_id: str, tracking_uri: str) -> str:
+    """The shell command that reproduces a trial, quoted for a POSIX shell."""
+    return shlex.join(["mtsweep", "reproduce", run_id, "--tracking-uri",
+                       without_credentials(tracking_uri)])
 
 
 def default_artifact_root(tracking_uri: str) -> str | None:
@@ -194,6 +214,7 @@ class SweepTracker:
         self.parent_run_id = parent_run_id
         self._backlog: list[tuple[str, Any]] = []
         self._outage_since: float | None = None
+        self._last_failure = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id,
@@ -219,14 +240,22 @@ class SweepTracker:
 
     def retry_backlog(self) -> bool:
         """Try the kept writes once; whether none is left."""
-        return self._drain()
+        return self._drain(force=True)
 
-    def _drain(self) -> bool:
+    # During an outage a write is only queued, and the server tried again at most this often,
+    # so that training does not wait on a dead server at every write.
+    RETRY_EVERY_S = 10.0
+
+    def _drain(self, force: bool = False) -> bool:
+        if (self._outage_since is not None and not force
+                and time.time() - self._last_failure < self.RETRY_EVERY_S):
+            return False
         while self._backlog:
             what, fn = self._backlog[0]
             try:
                 fn()
             except Exception as e:  # noqa: BLE001 - any failure: keep it, warn, go on
+                self._last_failure = time.time()
                 if self._outage_since is None:
                     self._outage_since = time.time()
                     self._warn(f"MLflow at {redact(self.tracking_uri)} did not answer "
@@ -245,7 +274,7 @@ class SweepTracker:
         could not be sent."""
         deadline = time.time() + patience_s
         delay = 1.0
-        while not self._drain():
+        while not self._drain(force=True):
             if time.time() + delay > deadline:
                 kinds = ", ".join(sorted({w for w, _ in self._backlog}))
                 self._warn(f"MLflow at {redact(self.tracking_uri)}: {len(self._backlog)} "

@@ -22,6 +22,7 @@ from orchestrator.tracking import (
     RESUMED_FROM,
     SweepTracker,
     package_versions,
+    reproduce_command,
 )
 
 
@@ -69,7 +70,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
             "mtsweep.seed": seed, "mtsweep.git_commit": ctx.git_commit,
             "mtsweep.config_fingerprint": config.fingerprint(),
             "mtsweep.sweep": ctx.spec.name,
-            REPRODUCE: f"mtsweep reproduce {run_id} --tracking-uri '{tracker.tracking_uri}'",
+            REPRODUCE: reproduce_command(run_id, tracker.tracking_uri),
             **{f"mtsweep.version.{k}": v for k, v in package_versions().items()},
         }
         tracker.log_trial_start(run_id, trial_params(ctx.spec, params, config), tags,

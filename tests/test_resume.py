@@ -1,5 +1,6 @@
-"""An interrupted sweep (Ctrl-C in the driver) continues with `mtsweep resume`: completed trials
-are kept, the sweep reaches the number of trials asked for, MLflow runs are not duplicated."""
+"""An interrupted sweep (Ctrl-C, SIGTERM or SIGKILL of the driver) continues with `mtsweep
+resume`: completed trials are kept, unfinished ones go on from their checkpoints, the sweep
+reaches the number of trials asked for, MLflow runs are not duplicated."""
 
 from __future__ import annotations
 
@@ -9,21 +10,66 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from .conftest import REPO, tiny_dict
+from .test_faults import registered_checkpoint
 from .test_sweep import _mtsweep
 
 pytestmark = pytest.mark.slow
 
 
+def _env(cache_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTSWEEP_CACHE": str(cache_dir)}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _interrupt(args, cwd, env, until, sig, log: Path, timeout=400):
+    """Run `mtsweep ARGS`, wait until `until()` is true, send `sig`; return (exit status,
+    stderr)."""
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd,
+                                env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+    deadline = time.time() + timeout
+    try:
+        while not until():
+            if proc.poll() is not None:
+                pytest.fail(f"mtsweep {args[0]} ended before the interruption:\n"
+                            f"{log.read_text()[-4000:]}")
+            if time.time() > deadline:
+                pytest.fail(f"timed out before the interruption:\n{log.read_text()[-4000:]}")
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, log.read_text()
+
+
+def _checkpointed_trials(storage: Path) -> int:
+    """Trials with at least one epoch checkpoint registered by Ray Train."""
+    return sum(1 for d in (storage / "train").glob("train-*") if registered_checkpoint(d))
+
+
+def _state_saved_after(folder: Path, t: float) -> bool:
+    return any(f.stat().st_mtime > t for f in folder.glob("experiment_state*.json"))
+
+
 def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
+    """Ctrl-C after trial 1, SIGTERM in the middle of trial 2 (after its first checkpoint),
+    SIGKILL in the middle of trial 3 (likewise): each time `mtsweep resume` goes on, and the sweep ends
+    with the 3 trials asked for, each one MLflow run, the interrupted ones continued from their
+    checkpoints."""
     from mlflow.tracking import MlflowClient
 
-    base = tiny_dict(demo_dir, epochs=2)
-    base["data"]["train_limit"] = {"sst": 48, "para": 48, "sts": 48}
+    base = tiny_dict(demo_dir, epochs=3)
+    base["data"]["train_limit"] = {"sst": 800, "para": 800, "sts": 800}
     base["data"]["dev_limit"] = {"sst": 32, "para": 32, "sts": 32}
     sweep = {"name": "resumable", "base": base,
              "space": {"optim.lr": {"float": [5e-4, 3e-3], "log": True}},
@@ -31,48 +77,67 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
              "resources": {"workers": 1, "cpus_per_worker": 1}}
     path = tmp_path / "resumable.yaml"
     path.write_text(yaml.safe_dump(sweep))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTSWEEP_CACHE": str(cache_dir)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "launch", str(path)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    lines = []
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if " 1 done" in line:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C after the first trial finished
-            break
-    rest_out, rest_err = proc.communicate(timeout=300)
-    err = "".join(lines) + rest_err
-    assert proc.returncode == 130, err[-3000:]
+    env = _env(cache_dir)
+    storage = tmp_path / "runs"
+
+    # 1. Ctrl-C once the first trial has finished.
+    status, err = _interrupt(["launch", str(path)], tmp_path, env,
+                             lambda: " 1 done" in (tmp_path / "launch.log").read_text(),
+                             signal.SIGINT, tmp_path / "launch.log")
+    assert status == 130, err[-3000:]
     assert "mtsweep resume " in err
-    folder = err.split("mtsweep resume ", 1)[1].split()[0]
-
+    folder = Path(err.split("mtsweep resume ", 1)[1].split()[0])
+    meta = json.loads((folder / "mtsweep-sweep.json").read_text())
+    parent_id = meta["parent_run_id"]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent_id = json.loads(next((tmp_path / "runs").glob("*/mtsweep-sweep.json")).read_text())[
-        "parent_run_id"]
     assert client.get_run(parent_id).info.status == "KILLED"
-    before = {r.info.run_id: r for r in client.search_runs(
-        ["1"], f"tags.`mlflow.parentRunId` = '{parent_id}'")}
-    done_before = {k for k, r in before.items() if r.info.status == "FINISHED"}
-    assert done_before, "the first trial finished before the interruption"
 
-    r = _mtsweep(["resume", str(tmp_path / "runs"), "--json"], cwd=REPO,
-                 MTSWEEP_CACHE=str(cache_dir))
+    def children():
+        return client.search_runs(["1"], f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                                  order_by=["attributes.start_time ASC"])
+
+    first = [r.info.run_id for r in children() if r.info.status == "FINISHED"]
+    assert len(first) == 1, "the first trial finished before the interruption"
+
+    # 2. SIGTERM (e.g. a batch scheduler) in trial 2, after its first epoch checkpoint.
+    status, err = _interrupt(["resume", str(storage)], REPO, env,
+                             lambda: _checkpointed_trials(storage) >= 2,
+                             signal.SIGTERM, tmp_path / "resume1.log")
+    assert status == 128 + signal.SIGTERM, err[-3000:]
+    assert f"mtsweep resume {folder}" in err
+
+    # 3. SIGKILL in trial 3, once the sweep's state has been saved with it running.
+    since = {}
+
+    def trial3_saved():
+        if _checkpointed_trials(storage) >= 3:
+            since.setdefault("t", time.time())
+            return _state_saved_after(folder, since["t"])
+        return False
+
+    status, err = _interrupt(["resume", str(storage)], REPO, env, trial3_saved,
+                             signal.SIGKILL, tmp_path / "resume2.log")
+    assert status == -signal.SIGKILL
+    time.sleep(3)  # the killed driver's local Ray goes down with it
+
+    # 4. To the end.
+    r = _mtsweep(["resume", str(storage), "--json"], cwd=REPO, MTSWEEP_CACHE=str(cache_dir))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert folder in r.stdout
+    assert str(folder) in r.stdout
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["parent_run_id"] == parent_id
-    children = client.search_runs(["1"], f"tags.`mlflow.parentRunId` = '{parent_id}'")
-    assert len(children) == len(out["trials"]) == 3, "as many trials as asked for, no duplicates"
-    assert all(c.info.status == "FINISHED" for c in children)
-    for run_id in done_before:  # completed trials were not re-run
-        history = client.get_metric_history(run_id, "overall")
-        assert [h.step for h in history] == [1, 2]
-    lrs = {c.data.params["optim.lr"] for c in children}
+    runs = children()
+    assert len(runs) == len(out["trials"]) == 3, "as many trials as asked for, no duplicates"
+    assert [c.info.status for c in runs] == ["FINISHED"] * 3
+    # Trial 1 was not re-run; trials 2 and 3 went on from their epoch-1 checkpoints.
+    assert runs[0].info.run_id == first[0]
+    assert "mtsweep.resumed_from" not in runs[0].data.tags
+    for run in runs:
+        steps = [h.step for h in client.get_metric_history(run.info.run_id, "overall")]
+        assert set(steps) == {1, 2, 3} and steps.count(1) == 1, (run.info.run_name, steps)
+    for run in runs[1:]:
+        assert run.data.tags.get("mtsweep.resumed_from") in ("epoch-1", "epoch-2"), \
+            run.info.run_name
+    lrs = {c.data.params["optim.lr"] for c in runs}
     assert len(lrs) == 3, "the search went on proposing new points"
     assert client.get_run(parent_id).info.status == "FINISHED"

@@ -133,17 +133,23 @@ def test_sweep_with_conditional_space_asha_and_two_worker_trials(tmp_path, demo_
 
 @pytest.mark.slow
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, demo_dir, cache_dir):
-    """One trial's data directory is missing: that trial ends FAILED (MLflow status and error
-    text), the other trial of the grid still runs, and the sweep run is closed."""
+    """One trial raises (its data directory is missing), one diverges (NaN loss, caught within
+    10 steps): both end FAILED (MLflow status and error text, Ray Tune error, Optuna told), the
+    third trial of the grid still runs, and the sweep run is closed."""
+    import pickle
+
     from mlflow.tracking import MlflowClient
 
     base = tiny_dict(demo_dir, epochs=1)
-    base["data"]["train_limit"] = {"sst": 48, "para": 48, "sts": 48}
+    base["data"]["train_limit"] = {"sst": 160, "para": 160, "sts": 160}
     base["data"]["dev_limit"] = {"sst": 32, "para": 32, "sts": 32}
     sweep = {
         "name": "failing",
         "base": base,
-        "space": {"data.dir": [str(demo_dir), str(tmp_path / "no-such-data")]},
+        "space": {"tag.case": {
+            "values": ["ok", "raises", "diverges"],
+            "branches": {"raises": {"data.dir": str(tmp_path / "no-such-data")},
+                         "diverges": {"optim.lr": 1.0e6, "optim.max_grad_norm": None}}}},
         "search": {"algorithm": "grid", "max_concurrent": 1},
         "resources": {"workers": 1, "cpus_per_worker": 1},
     }
@@ -151,12 +157,21 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, demo_dir, cac
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    assert "1 failed" in r.stderr and "no-such-data" in r.stderr
+    assert "2 failed" in r.stderr and "no-such-data" in r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    by_status = {t["status"]: t for t in out["trials"]}
-    assert set(by_status) == {"FINISHED", "FAILED"}
+    by_case = {t["params"]["tag.case"]: t for t in out["trials"]}
+    assert {c: t["status"] for c, t in by_case.items()} == {
+        "ok": "FINISHED", "raises": "FAILED", "diverges": "FAILED"}
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    failed = client.get_run(by_status["FAILED"]["run_id"])
-    assert "no-such-data" in failed.data.tags["mtsweep.error"]
+    raised = client.get_run(by_case["raises"]["run_id"])
+    assert "no-such-data" in raised.data.tags["mtsweep.error"]
+    diverged = client.get_run(by_case["diverges"]["run_id"]).data.tags["mtsweep.error"]
+    assert "loss of task" in diverged and "at epoch 1, step 10" in diverged, diverged[-500:]
     assert client.get_run(out["parent_run_id"]).info.status == "FINISHED"
-    assert out["best_run_id"] == by_status["FINISHED"]["run_id"]
+    assert out["best_run_id"] == by_case["ok"]["run_id"]
+    # Ray Tune recorded the errors, and the Optuna study knows those trials failed.
+    folder = next((tmp_path / "runs").glob("failing-*"))
+    assert len(list(folder.glob("run_trial_*/error.txt"))) == 2
+    state = pickle.loads(next(folder.glob("searcher-state-*.pkl")).read_bytes())
+    states = sorted(t.state.name for t in state["_ot_study"].trials)
+    assert states == ["COMPLETE", "FAIL", "FAIL"], states
