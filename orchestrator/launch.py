@@ -215,6 +215,7 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=opts.verbose)
+        TerminationSignal.reinstall()
         return f"Ray cluster at {address}"
     r = spec.resources
     cpus = opts.num_cpus or os.cpu_count() or 1
@@ -230,6 +231,7 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
         logging_level="ERROR", _node_ip_address="127.0.0.1",
     )
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    TerminationSignal.reinstall()
     return f"local Ray ({cpus} CPUs, {r.workers} worker(s) × {r.cpus_per_worker} CPU per trial)"
 
 
@@ -497,13 +499,23 @@ class TerminationSignal:
     saves the sweep's state one last time and the sweep can be resumed. Remembers which signal
     came, for the exit status (128 + signal number)."""
 
+    active: TerminationSignal | None = None
+
     def __init__(self) -> None:
         self.signum = signal.SIGINT
 
     def __enter__(self) -> TerminationSignal:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._on_term)
+            TerminationSignal.active = self
         return self
+
+    @classmethod
+    def reinstall(cls) -> None:
+        """`ray.init` installs its own SIGTERM handler (which aborts the driver): put ours
+        back after it."""
+        if cls.active is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, cls.active._on_term)
 
     def _on_term(self, signum, frame) -> None:
         self.signum = signal.SIGTERM
@@ -514,6 +526,7 @@ class TerminationSignal:
     def __exit__(self, *exc) -> None:
         if hasattr(self, "_previous"):
             signal.signal(signal.SIGTERM, self._previous)
+            TerminationSignal.active = None
 
     @property
     def exit_status(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    started = time.time()
     trial_id = ray.tune.get_context().get_trial_id()
     trial_name = ray.tune.get_context().get_trial_name()
     tracker = ctx.tracker
@@ -86,7 +88,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
             "config": config.to_dict(), "run_id": run_id, "tracker": tracker,
             "cache_dir": ctx.cache_dir, "threads": max(1, int(r.cpus_per_worker)),
             "cpu": not r.gpus_per_worker, "trial_id": trial_id,
-            "log_model": ctx.spec.tracking.log_model,
+            "log_model": ctx.spec.tracking.log_model, "trial_started": started,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=r.workers, use_gpu=bool(r.gpus_per_worker),
@@ -120,6 +122,7 @@ def train_worker(loop: dict[str, Any]) -> None:
     from trainables.runtime import Runtime
     from trainables.train import EpochReport, train
 
+    worker_started = time.time()
     config = TrialConfig.from_dict(loop["config"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -142,8 +145,17 @@ def train_worker(loop: dict[str, Any]) -> None:
             tracker.attempt("resume tag", lambda: tracker.client.set_tag(
                 run_id, RESUMED_FROM, Path(checkpoint.path).name))
 
+    first = [True]
+
     def report(rep: EpochReport) -> None:
         metrics = {k: v for k, v in rep.metrics.items() if isinstance(v, (int, float))}
+        if first[0]:
+            # Start-up cost of this (re)start: Ray Train's worker group, imports, data, model.
+            first[0] = False
+            metrics["startup_seconds"] = (time.time() - loop["trial_started"]
+                                          - rep.metrics["epoch_seconds"]
+                                          - rep.metrics["eval_seconds"])
+            metrics["worker_start_seconds"] = worker_started - loop["trial_started"]
         if rep.is_main:
             tracker.log_epoch(run_id, metrics, rep.epoch)
             tracker.log_epoch_artifacts(run_id, out_dir)

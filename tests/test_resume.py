@@ -135,8 +135,8 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
     for run in runs:
         steps = [h.step for h in client.get_metric_history(run.info.run_id, "overall")]
         assert set(steps) == {1, 2, 3} and steps.count(1) == 1, (run.info.run_name, steps)
-    for run in runs[1:]:
-        assert run.data.tags.get("mtsweep.resumed_from") in ("epoch-1", "epoch-2"), \
+    for run in runs[1:]:  # (epoch-3 when the stop came as the trial was finishing)
+        assert run.data.tags.get("mtsweep.resumed_from", "").startswith("epoch-"), \
             run.info.run_name
     lrs = {c.data.params["optim.lr"] for c in runs}
     assert len(lrs) == 3, "the search went on proposing new points"

@@ -66,6 +66,11 @@ def make_accelerator(runtime: Runtime):
         precision = "bf16" if bf16 else "no"
     # Heads of the tasks not in a step take no part in it.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # Accelerate keeps one state per process; a second trial in the same process (reproduce,
+    # a notebook, a benchmark) may use another precision. The process group is kept.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=cpu, mixed_precision=precision, kwargs_handlers=[ddp])
 
 
