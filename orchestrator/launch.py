@@ -235,12 +235,24 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     return f"local Ray ({cpus} CPUs, {r.workers} worker(s) × {r.cpus_per_worker} CPU per trial)"
 
 
+def _autoscaling() -> bool:
+    """Whether the cluster runs Ray's autoscaler (it publishes its status in the GCS)."""
+    try:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        return _internal_kv_get("__autoscaling_status") is not None
+    except Exception:  # noqa: BLE001 - an older or restricted cluster: assume a fixed one
+        return False
+
+
 def check_resources(spec: SweepSpec) -> None:
     """Refuse a sweep whose one trial can never be placed (it would wait forever)."""
     import ray
 
     have = ray.cluster_resources()
     r = spec.resources
+    if _autoscaling():
+        return  # nodes are added on demand: what is up now says nothing
     need_cpu = r.workers * r.cpus_per_worker
     need_gpu = r.workers * r.gpus_per_worker
     nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -331,7 +343,7 @@ def _run_tuner(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    _write_meta(Path(storage) / run_name, {
+    _write_meta(join_storage(storage, run_name), {
         "sweep_file": str(Path(spec.path).resolve()), "overrides": list(spec.overrides),
         "cwd": os.getcwd(), "tracking_uri": tracker.tracking_uri,
         "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
@@ -367,7 +379,7 @@ def _run_tuner(
     results = tuner.fit()
     progress.show(force=True)
     return finish(results, spec, tracker, opts.experiment or spec.tracking.experiment or spec.name,
-                  num_samples, Path(storage) / run_name)
+                  num_samples, join_storage(storage, run_name))
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -396,12 +408,27 @@ def finish(results, spec: SweepSpec, tracker: SweepTracker, experiment: str, num
 META_FILE = "mtsweep-sweep.json"
 
 
-def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    """What `mtsweep resume` needs to continue this sweep, next to Ray Tune's own state."""
-    if "://" in str(folder):
+def join_storage(storage: str, *parts: str) -> str:
+    """`storage/part/...` for a local folder or a URI (s3://, gs://, file://)."""
+    if "://" in storage:
+        return "/".join([storage.rstrip("/"), *parts])
+    return str(Path(storage, *parts))
+
+
+def _write_meta(folder: str | Path, meta: dict[str, Any]) -> None:
+    """What `mtsweep resume` needs to continue this sweep, next to Ray Tune's own state (a
+    local folder, or any URI pyarrow can write: the `--storage` of a cluster)."""
+    folder = str(folder)
+    if "://" not in folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / META_FILE).write_text(json.dumps(meta, indent=1))
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / META_FILE).write_text(json.dumps(meta, indent=1))
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(folder)
+    filesystem.create_dir(path, recursive=True)
+    with filesystem.open_output_stream(f"{path}/{META_FILE}") as out:
+        out.write(json.dumps(meta, indent=1).encode())
 
 
 def make_trainable(ctx: TrialContext):

@@ -34,30 +34,64 @@ class ResumeError(MtsweepError):
     """There is no sweep to resume at the given place."""
 
 
-def find_sweep_folder(path: str | Path) -> Path:
+def find_sweep_folder(path: str | Path) -> str:
     """The sweep's Ray Tune folder: `path` itself, or the newest sweep inside `path`
-    (the `--storage` given at launch)."""
+    (the `--storage` given at launch). A local folder or a storage URI (s3://, gs://, …)."""
+    text = str(path)
+    if "://" in text:
+        return _find_remote(text.rstrip("/"))
     p = Path(path)
     if (p / META_FILE).exists():
-        return p
+        return str(p)
     if p.is_dir():
         found = sorted(p.glob(f"*/{META_FILE}"), key=lambda f: f.stat().st_mtime)
         if found:
-            return found[-1].parent
+            return str(found[-1].parent)
     raise ResumeError(f"{p}: no sweep to resume here (no {META_FILE} in it or in a folder "
                       f"inside it; give the --storage of the launch or its sweep folder)")
 
 
-def resume(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
+def _find_remote(uri: str) -> str:
+    from pyarrow import fs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(uri)
+        if filesystem.get_file_info(f"{path}/{META_FILE}").type == fs.FileType.File:
+            return uri
+        found = [info for info in filesystem.get_file_info(fs.FileSelector(path))
+                 if info.type == fs.FileType.Directory and filesystem.get_file_info(
+                     f"{info.path}/{META_FILE}").type == fs.FileType.File]
+    except (OSError, ValueError) as e:
+        raise ResumeError(f"{uri}: cannot read the sweep storage: {e}") from None
+    if not found:
+        raise ResumeError(f"{uri}: no sweep to resume here (no {META_FILE} in it or in a "
+                          f"folder inside it)")
+    newest = max(found, key=lambda info: filesystem.get_file_info(
+        f"{info.path}/{META_FILE}").mtime or 0)
+    return f"{uri}/{newest.base_name}"
+
+
+def read_meta(folder: str) -> dict[str, Any]:
+    if "://" not in folder:
+        return json.loads((Path(folder) / META_FILE).read_text())
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(folder)
+    with filesystem.open_input_stream(f"{path}/{META_FILE}") as f:
+        return json.loads(f.read().decode())
+
+
+def resume(path: str | Path, tracking_uri: str | None = None, address: str | None = None
+           ) -> dict[str, Any]:
     import ray
     from ray import tune
 
     folder = find_sweep_folder(path)
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = read_meta(folder)
     spec = absolute_data_dir(load_sweep(meta["sweep_file"], meta["overrides"]), meta["cwd"])
     uri = resolve_tracking_uri(tracking_uri, None) if tracking_uri else meta["tracking_uri"]
     check_reachable(uri)
-    opts = LaunchOptions(num_cpus=meta.get("num_cpus"))
+    opts = LaunchOptions(num_cpus=meta.get("num_cpus"), address=address)
     where = _init_ray(opts, spec)
     try:
         check_resources(spec)
@@ -78,7 +112,7 @@ def resume(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
 def run_resume(args) -> int:
     with TerminationSignal() as term:
         try:
-            summary = resume(args.path, args.tracking_uri)
+            summary = resume(args.path, args.tracking_uri, args.address)
         except SweepInterrupted as e:
             print(f"interrupted again; continue with\n  mtsweep resume {e.folder}",
                   file=sys.stderr)
@@ -91,4 +125,6 @@ def run_resume(args) -> int:
 def add_resume_arguments(p) -> None:
     p.add_argument("path", help="the --storage given at launch, or the sweep folder inside it")
     p.add_argument("--tracking-uri", help="default: the one the sweep was launched with")
+    p.add_argument("--address", help="the Ray cluster to continue on (default: $RAY_ADDRESS, "
+                                     "else a local Ray as at launch)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")

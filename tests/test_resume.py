@@ -141,3 +141,25 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
     lrs = {c.data.params["optim.lr"] for c in runs}
     assert len(lrs) == 3, "the search went on proposing new points"
     assert client.get_run(parent_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("scheme", ["local", "uri"])
+def test_sweep_metadata_on_local_and_uri_storage(tmp_path, scheme):
+    """`mtsweep resume` finds the newest sweep inside the launch's --storage, a local folder or
+    a storage URI (read and written through pyarrow's filesystems, as Ray's storage is)."""
+    from orchestrator.launch import _write_meta, join_storage
+    from orchestrator.resume import ResumeError, find_sweep_folder, read_meta
+
+    storage = str(tmp_path) if scheme == "local" else tmp_path.as_uri()
+    for name in ("old-sweep", "new-sweep"):
+        _write_meta(join_storage(storage, name), {"run_name": name})
+        time.sleep(0.05)
+    folder = find_sweep_folder(storage)
+    assert folder == join_storage(storage, "new-sweep")
+    assert read_meta(folder) == {"run_name": "new-sweep"}
+    assert find_sweep_folder(join_storage(storage, "old-sweep")) == join_storage(
+        storage, "old-sweep")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ResumeError, match="no sweep to resume"):
+        find_sweep_folder(str(empty) if scheme == "local" else empty.as_uri())
