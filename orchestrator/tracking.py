@@ -110,6 +110,9 @@ def client(tracking_uri: str):
     if tracking_uri.startswith(("http://", "https://")):
         for k, v in _HTTP_DEFAULTS.items():
             os.environ.setdefault(k, v)
+        # MLflow prints a "View run at <URI>" line when a run ends: noise in the progress view,
+        # and it would show a password given in the URI.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
     return MlflowClient(tracking_uri=tracking_uri)
 
