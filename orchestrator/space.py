@@ -37,6 +37,7 @@ from typing import Any
 
 import optuna
 
+from orchestrator.tracking import redact
 from trainables.config import TrialConfig, apply_overrides, flatten, load_yaml
 from trainables.errors import ConfigError
 from trainables.metrics import TASK_METRIC
@@ -1446,7 +1447,8 @@ def describe(spec: SweepSpec) -> str:
     lines.append(f"  resources: {r.workers} worker(s) × ({_fmt(r.cpus_per_worker)} CPU, "
                  f"{_fmt(r.gpus_per_worker)} GPU)")
     t = spec.tracking
-    lines.append(f"  tracking: experiment {t.experiment}, uri {t.tracking_uri or '(launcher)'}, "
+    uri = redact(t.tracking_uri) if t.tracking_uri else "(launcher)"
+    lines.append(f"  tracking: experiment {t.experiment}, uri {uri}, "
                  f"log_model {_fmt(t.log_model)}")
     flat = spec.all_params()
     sampled = sum(q.sampled for q in flat)
