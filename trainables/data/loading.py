@@ -12,7 +12,8 @@ import numpy as np
 from trainables.config import TrialConfig
 from trainables.data.batching import make_batches
 from trainables.data.cache import TokenizedSplit, load_tokenized
-from trainables.data.readers import default_split_path, read_split
+from trainables.data.readers import RawSplit, default_split_path, read_split
+from trainables.errors import DataError
 
 log = logging.getLogger("mtsweep.data")
 
@@ -43,10 +44,26 @@ def _seed_int(seed: int | tuple) -> int:
 
 
 def split_source(config: TrialConfig, task: str, split: str) -> str | Path:
+    """The file (or `hf:` source) of one split: `data.files.<task>.<split>` under `data.dir`,
+    else the format's conventional name there. A missing folder or file is a DataError naming
+    the config key that points at it."""
     explicit = config.data.files.get(task, {}).get(split)
+    if explicit and explicit.startswith("hf:"):
+        return explicit
+    d = Path(config.data.dir)
+    if config.data.format != "hf" and not d.is_dir():
+        what = "does not exist" if not d.exists() else "is not a folder"
+        raise DataError(f"data.dir: data directory {d} {what}")
     if explicit:
-        return explicit if explicit.startswith("hf:") else Path(config.data.dir, explicit)
-    return default_split_path(config.data.dir, task, split, config.data.format)
+        path = d / explicit
+        if not path.is_file():
+            raise DataError(f"data.files.{task}.{split}: data file {path} not found")
+        return path
+    path = default_split_path(d, task, split, config.data.format)
+    if isinstance(path, Path) and not path.exists():
+        raise DataError(f"data file {path} not found (the {task} {split} set under data.dir; "
+                        f"data.files.{task}.{split} names another file)")
+    return path
 
 
 def _limit(n: int, limit: int | float | None) -> int:
@@ -63,11 +80,18 @@ def load_task_splits(
     """{task: {split: TaskSplit}} for the tasks in `config`; `modes[task]` is the head's input
     mode. Training sets are down-sampled per `data.train_limit` with the trial's seed (a fixed
     random subset), dev sets per `data.dev_limit`."""
+    # Every file is read and checked before anything is tokenized: a bad file stops the trial
+    # before it writes to the cache.
+    raws: dict[str, dict[str, RawSplit]] = {
+        task: {split: read_split(task, split_source(config, task, split), config.data.format)
+               for split in splits}
+        for task in config.tasks
+    }
     out: dict[str, dict[str, TaskSplit]] = {}
     for i, task in enumerate(config.tasks):
         out[task] = {}
         for split in splits:
-            raw = read_split(task, split_source(config, task, split), config.data.format)
+            raw = raws[task].pop(split)  # let each split's text go once it is tokenized
             tok = load_tokenized(raw, tokenizer, config.max_length, modes[task], cache_dir)
             limits = config.data.train_limit if split == "train" else config.data.dev_limit
             n = _limit(tok.num_rows, limits.get(task))

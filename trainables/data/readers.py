@@ -92,25 +92,26 @@ def _check_task(task: str) -> None:
 
 
 class _BadLabel(Exception):
-    """The label field is empty or not a number: the row is malformed and is skipped."""
+    """The label field is empty or not a number: the row is malformed and is skipped.
+    The message says why (it ends up in the skip warning)."""
 
 
 def _parse_label(task: str, value: Any, where: str) -> float | int:
     """Parse one label; unparseable -> _BadLabel (skip), impossible value -> DataError."""
     if value is None or isinstance(value, (list, dict)):
-        raise _BadLabel
+        raise _BadLabel("no label" if value is None else f"label {value!r} is not a number")
     if isinstance(value, bool):  # JSON true/false for paraphrase
         value = int(value)
     if isinstance(value, str):
         value = value.strip()
         if not value:
-            raise _BadLabel
+            raise _BadLabel("empty label")
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise _BadLabel from None
+        raise _BadLabel(f"label {value!r} is not a number") from None
     if math.isnan(x):
-        raise _BadLabel
+        raise _BadLabel(f"label {value!r} is not a number")
     spec = TASKS[task]
     if spec.is_regression:
         lo, hi = spec.label_range  # type: ignore[misc]
@@ -144,13 +145,15 @@ class _Builder:
         self.b: list[str] = []
         self.labels: list[float | int] = []
         self.bad_lines: list[int] = []
+        # Why each skipped line was malformed; the first one is shown to the user.
+        self.reasons: dict[int, str] = {}
 
     def add(self, line: int, id_: Any, a: Any, b: Any, label: Any) -> None:
         if self.has_labels:
             try:
                 y = _parse_label(self.task, label, f"{self.source}:{line}")
-            except _BadLabel:
-                self.bad_lines.append(line)
+            except _BadLabel as e:
+                self.skip(line, str(e))
                 return
             self.labels.append(y)
         # Missing ids become the line number so that predictions can still be written.
@@ -160,18 +163,27 @@ class _Builder:
         if self.pair:
             self.b.append(str(b).strip())
 
-    def skip(self, line: int) -> None:
+    def skip(self, line: int, reason: str = "") -> None:
         self.bad_lines.append(line)
+        if reason:
+            self.reasons[line] = reason
+
+    def _first_reason(self) -> str:
+        """`; line N: why` for the first skipped line whose reason is known ('' if none)."""
+        first = min(self.bad_lines)
+        return f"; line {first}: {self.reasons[first]}" if first in self.reasons else ""
 
     def finish(self) -> RawSplit:
         if not self.ids:
-            extra = f" ({len(self.bad_lines)} malformed rows skipped)" if self.bad_lines else ""
+            extra = (f" ({len(self.bad_lines)} malformed rows skipped{self._first_reason()})"
+                     if self.bad_lines else "")
             raise DataError(f"{self.source}: no data rows{extra}")
         if self.bad_lines:
             shown = ", ".join(str(n) for n in self.bad_lines[:_MAX_LINES_SHOWN])
             if len(self.bad_lines) > _MAX_LINES_SHOWN:
                 shown += ", …"
-            msg = f"{self.source}: skipped {len(self.bad_lines)} malformed rows (lines {shown})"
+            msg = (f"{self.source}: skipped {len(self.bad_lines)} malformed rows (lines {shown})"
+                   f"{self._first_reason()}")
             # A warning (not a log record) so tests and users see it once per file and process;
             # a CLI can route it to logging with logging.captureWarnings(True).
             warnings.warn(msg, DataWarning, stacklevel=4)
@@ -279,7 +291,7 @@ def _read_delimited(task: str, path: Path, fmt: str, require_labels: bool) -> Ra
         if not fields or fields == [""]:
             continue  # blank line (e.g. a trailing newline)
         if len(fields) != n_fields:
-            out.skip(line)
+            out.skip(line, f"{len(fields)} fields, the header has {n_fields}")
             continue
         out.add(
             line,
@@ -312,7 +324,7 @@ def _record_columns(task: str, keys: Sequence[str]) -> tuple[str | None, str | N
 
 def _read_jsonl(task: str, path: Path, require_labels: bool) -> RawSplit:
     records: list[tuple[int, dict[str, Any]]] = []
-    bad: list[int] = []
+    bad: dict[int, str] = {}  # line -> why it is malformed
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -326,7 +338,10 @@ def _read_jsonl(task: str, path: Path, require_labels: bool) -> RawSplit:
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: invalid JSON ({e})") from None
         for i, item in enumerate(items, start=1):
-            (records.append((i, item)) if isinstance(item, dict) else bad.append(i))
+            if isinstance(item, dict):
+                records.append((i, item))
+            else:
+                bad[i] = "not a JSON object"
     else:
         for i, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -334,12 +349,16 @@ def _read_jsonl(task: str, path: Path, require_labels: bool) -> RawSplit:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError:
-                bad.append(i)
+                bad[i] = "not valid JSON"
                 continue
-            (records.append((i, item)) if isinstance(item, dict) else bad.append(i))
+            if isinstance(item, dict):
+                records.append((i, item))
+            else:
+                bad[i] = "not a JSON object"
 
     if not records:
-        extra = f" ({len(bad)} malformed lines skipped)" if bad else ""
+        first = min(bad) if bad else 0
+        extra = f" ({len(bad)} malformed lines skipped; line {first}: {bad[first]})" if bad else ""
         raise DataError(f"{path}: no data rows{extra}")
     # Columns are taken from the union of keys, so one record missing a key is a malformed row,
     # not a reason to reject the file.
@@ -358,14 +377,15 @@ def _read_jsonl(task: str, path: Path, require_labels: bool) -> RawSplit:
         raise _missing_columns(path, wanted, list(keys))
 
     out = _Builder(task, str(path), "jsonl", label_key is not None)
-    out.bad_lines.extend(bad)
+    for line, why in bad.items():
+        out.skip(line, why)
     for line, r in records:
         # Aliases are resolved per record: files mixing `sentence`/`text` keys are fine.
         ra, rb, rl = _record_columns(task, list(r))
         a = r.get(ra) if ra else None
         b = r.get(rb) if rb else None
         if not isinstance(a, str) or (TASKS[task].pair and not isinstance(b, str)):
-            out.skip(line)
+            out.skip(line, "no sentence pair" if TASKS[task].pair else "no sentence")
             continue
         id_key = _first_key(r, _ID_KEYS)
         out.add(line, r[id_key] if id_key else None, a, b, r.get(rl) if rl else None)
