@@ -23,7 +23,7 @@ TARGET = 1.15
 def run(quick: bool, workdir: Path) -> Result:
     trials = 4 if quick else 12
     concurrency = 2
-    train_limit = 256 if quick else 2400
+    train_limit = 256 if quick else 1200
     epochs = 2
     data = demo_data(workdir)
     sweep = {
