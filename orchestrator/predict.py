@@ -168,16 +168,15 @@ def download_model(tracking_uri: str, run_id: str, dst: Path) -> Path:
     """Download the `model/` artifact of an MLflow run into `dst`; its local folder."""
     from mlflow.artifacts import download_artifacts
 
-    from orchestrator.reproduce import get_run
+    from orchestrator.reproduce import get_run, missing_local_store
     from orchestrator.tracking import check_reachable, client, redact
 
-    if tracking_uri.startswith("sqlite:///") and \
-            not Path(tracking_uri[len("sqlite:///"):]).exists():
-        # check_reachable would create an empty database there.
+    why = missing_local_store(tracking_uri)  # MLflow would create the store
+    if why:
         raise PredictError(f"{run_id} is neither a folder nor a run in {redact(tracking_uri)} "
-                           f"(no such database)")
-    check_reachable(tracking_uri)
+                           f"({why})")
     try:
+        check_reachable(tracking_uri)
         get_run(tracking_uri, run_id)
     except MtsweepError as e:
         raise PredictError(f"{run_id} is not a folder, and {e}") from None

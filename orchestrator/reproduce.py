@@ -15,10 +15,13 @@ import math
 import os
 import sys
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from orchestrator.tracking import (
     KIND,
@@ -123,6 +126,28 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
+def missing_local_store(tracking_uri: str) -> str | None:
+    """Why a local tracking store cannot hold any run ("no such database" / "no such folder"),
+    or None. Checked before MLflow opens the store, which would create it."""
+    if tracking_uri.startswith("sqlite:///"):
+        return None if Path(tracking_uri[len("sqlite:///"):]).exists() else "no such database"
+    if tracking_uri.startswith("file:"):
+        folder = Path(url2pathname(urlsplit(tracking_uri).path))
+        return None if folder.exists() else "no such folder"
+    return None
+
+
+def check_run_store(tracking_uri: str, run_id: str) -> None:
+    """The store exists and answers; errors name the run looked for."""
+    why = missing_local_store(tracking_uri)
+    if why:
+        raise ReproduceError(f"run {run_id} not found in {redact(tracking_uri)} ({why})")
+    try:
+        check_reachable(tracking_uri)
+    except TrackingError as e:
+        raise TrackingError(f"run {run_id}: {e}") from None
+
+
 def get_run(tracking_uri: str, run_id: str):
     """The recorded run; a ReproduceError when the store has no such run."""
     from mlflow.exceptions import MlflowException
@@ -209,10 +234,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
     from trainables.train import EpochReport, train
 
     uri = resolve_tracking_uri(tracking_uri, None)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        # check_reachable would create an empty database there.
-        raise ReproduceError(f"run {run_id} not found in {redact(uri)} (no such database)")
-    check_reachable(uri)
+    check_run_store(uri, run_id)
     run = get_run(uri, run_id)
     tags = run.data.tags
     with tempfile.TemporaryDirectory(prefix="mtsweep-reproduce-") as tmp:
@@ -331,7 +353,7 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
                 "cache_dir": os.environ.get("MTSWEEP_CACHE")
                 or str(Path.home() / ".cache" / "mtsweep"),
                 "threads": max(1, int(cpus)), "cpu": not gpus, "trial_id": f"repro-{new_id[:8]}",
-                "log_model": False,
+                "log_model": False, "trial_started": time.time(),
             },
             scaling_config=ray.train.ScalingConfig(
                 num_workers=workers, use_gpu=bool(gpus), resources_per_worker=resources),
