@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -31,6 +32,14 @@ def experiment_url(base: str, tracking_uri: str, experiment: str | None) -> str:
     return f"{base}/#/experiments/{exp.experiment_id}/runs"
 
 
+def server_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The `mlflow server` command line: it listens on `host` only (127.0.0.1 unless asked)."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return [str(mlflow) if mlflow.exists() else "mlflow", "server",
+            "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port),
+            "--workers", "1"]
+
+
 def start_server(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000,
                  timeout_s: float = 90.0) -> subprocess.Popen:
     """Start `mlflow server` for a local store and wait until it answers /health."""
@@ -39,23 +48,25 @@ def start_server(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000,
         if not db.exists():
             raise TrackingError(f"no tracking store at {db} (run a sweep first, or pass "
                                 f"--tracking-uri)")
-    mlflow = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "server",
-           "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port),
-           "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(server_command(tracking_uri, host, port), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace").strip().splitlines()
-            raise TrackingError(f"the MLflow UI did not start: {err[-1] if err else 'exited'}")
-        try:
-            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+                raise TrackingError(f"the MLflow UI did not start: "
+                                    f"{err[-1] if err else 'exited'}")
+            try:
+                with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return proc
+            except OSError:
+                time.sleep(0.5)
+    except BaseException:
+        # Ctrl-C while it starts: the server runs in its own session, so stop it here.
+        stop_server(proc)
+        raise
     stop_server(proc)
     raise TrackingError(f"the MLflow UI did not answer on {host}:{port} within {timeout_s:.0f} s")
 
@@ -73,6 +84,10 @@ def stop_server(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_ui(args) -> int:
     tracking_uri = resolve_tracking_uri(args.tracking_uri, None)
     if tracking_uri.startswith(("http://", "https://")):
@@ -82,10 +97,13 @@ def run_ui(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: the UI will listen on {args.host}, reachable from other machines",
               file=sys.stderr)
+    # SIGTERM unwinds like Ctrl-C, so the server (in a session of its own) is stopped too.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     proc = start_server(tracking_uri, args.host, args.port)
-    url = experiment_url(f"http://{args.host}:{args.port}", tracking_uri, args.experiment)
-    print(f"MLflow UI for {redact(tracking_uri)}: {url}  (Ctrl-C stops it)", flush=True)
     try:
+        url = experiment_url(f"http://{args.host}:{args.port}", tracking_uri, args.experiment)
+        print(f"MLflow UI for {redact(tracking_uri)}: {url}  (Ctrl-C stops it)", flush=True)
         proc.wait()
     except KeyboardInterrupt:
         pass

@@ -13,3 +13,7 @@ class ConfigError(MtsweepError, ValueError):
 
 class DataError(MtsweepError, ValueError):
     """A data file is missing, has the wrong columns or holds an impossible label."""
+
+
+class CheckpointError(MtsweepError):
+    """A checkpoint to resume from is missing, incomplete, corrupt or holds more than tensors."""

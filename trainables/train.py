@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import re
 import shutil
 import sys
 import time
@@ -26,6 +28,7 @@ from trainables.config import TrialConfig
 from trainables.data.batching import collate
 from trainables.data.loading import BatchStream, TaskSplit, batches_per_pass, load_task_splits
 from trainables.encoder import load_encoder
+from trainables.errors import CheckpointError, ConfigError
 from trainables.gradients import GRADIENTS
 from trainables.metrics import TASK_METRIC, accuracy, confusion_matrix, overall_scores, pearson
 from trainables.model import MultiTaskModel
@@ -36,6 +39,15 @@ from trainables.tasks import TASKS
 log = logging.getLogger("mtsweep.train")
 
 STATE_FILE = "trainer_state.json"
+# The learning-rate scheduler's state, saved by this module beside Accelerate's files and loaded
+# with weights_only=True. (Registered with `accelerator.register_for_checkpointing` it would be
+# Accelerate's custom_checkpoint_0.pkl, which Accelerate unpickles with weights_only=False: a
+# checkpoint folder from elsewhere could then run code.)
+SCHEDULER_FILE = "lr_scheduler.pt"
+_LEGACY_SCHEDULER_FILE = "custom_checkpoint_0.pkl"
+# The torch-pickled files of an Accelerate state folder (`accelerator.save_state`).
+_ACCELERATE_PICKLES = ("pytorch_model*.bin", "optimizer*.bin", "scheduler*.bin", "sampler*.bin",
+                       "dl_state_dict*.bin", "scaler.pt", "random_states_*.pkl")
 
 
 class TrainingDiverged(RuntimeError):
@@ -136,6 +148,11 @@ def train(
     rank, world = accelerator.process_index, accelerator.num_processes
     say = _printer(main)
 
+    # A checkpoint to resume from is checked before any work: its config, and that its pickled
+    # files hold only tensors and plain data.
+    resume = _read_resume_state(Path(runtime.resume_from), config) \
+        if runtime.resume_from else None
+
     # Seed before anything random is built; bit-exact on CPU.
     set_seed(config.seed, deterministic=accelerator.device.type == "cpu")
 
@@ -159,8 +176,8 @@ def train(
     optimizer = _optimizer(model, config)
     lr_scheduler = _lr_scheduler(optimizer, config, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    # Stepped once per optimizer step here (a prepared scheduler would step once per process).
-    accelerator.register_for_checkpointing(lr_scheduler)
+    # Stepped once per optimizer step here (a prepared scheduler would step once per process);
+    # checkpointed by this module (SCHEDULER_FILE), not by Accelerate.
     core: MultiTaskModel = accelerator.unwrap_model(model)
     clip = _grad_clipper(accelerator, model)
     # The prepared optimizer's zero_grad inspects its signature on every call.
@@ -179,16 +196,16 @@ def train(
     start_epoch = 0
     train_seconds = 0.0
     examples_seen = 0
-    if runtime.resume_from:
-        state = json.loads((Path(runtime.resume_from) / STATE_FILE).read_text())
-        if state["config_fingerprint"] != config.fingerprint():
-            from trainables.errors import ConfigError
-
-            raise ConfigError(
-                f"{runtime.resume_from}: checkpoint belongs to a different trial config "
-                f"({state['config_fingerprint']} ≠ {config.fingerprint()})"
-            )
-        accelerator.load_state(runtime.resume_from)
+    if resume is not None:
+        state, scheduler_state = resume
+        try:
+            # Model weights from safetensors; optimizer and RNG states with weights_only=True.
+            accelerator.load_state(runtime.resume_from)
+        except Exception as e:  # noqa: BLE001 - a corrupt, truncated or foreign file
+            raise CheckpointError(
+                f"{runtime.resume_from}: cannot load the checkpoint: {_load_problem(e)}"
+            ) from None
+        lr_scheduler.load_state_dict(scheduler_state)
         start_epoch = state["epoch"]
         history = state["history"]
         train_seconds = state["train_seconds"]
@@ -266,6 +283,7 @@ def train(
             ckpt = ckpt_root / f"epoch-{epoch + 1}"
             accelerator.save_state(str(ckpt))
             if main:
+                torch.save(lr_scheduler.state_dict(), ckpt / SCHEDULER_FILE)
                 (ckpt / STATE_FILE).write_text(json.dumps({
                     "epoch": epoch + 1, "config_fingerprint": config.fingerprint(),
                     "config": config.to_dict(), "history": history,
@@ -284,6 +302,74 @@ def train(
             _save_model(accelerator, core, tokenizer, config, out_dir / "model")
             (out_dir / "summary.json").write_text(json.dumps(_summary(metrics, history), indent=1))
     return _summary(metrics, history)
+
+
+def _read_resume_state(folder: Path, config: TrialConfig) -> tuple[dict, dict]:
+    """(trainer state, lr-scheduler state) of an epoch checkpoint folder, checked before any
+    work: the folder is an epoch checkpoint of this very config, and every pickled file in it
+    (optimizer, RNG states, scheduler) holds only tensors and plain data. Raises
+    CheckpointError naming the file (ConfigError for another config)."""
+    state_file = folder / STATE_FILE
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    if not state_file.is_file():
+        raise CheckpointError(f"{folder}: not an epoch checkpoint (no {STATE_FILE})")
+    try:
+        state = json.loads(state_file.read_text())
+        fingerprint, epoch = state["config_fingerprint"], int(state["epoch"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{state_file}: not a trainer state ({_load_problem(e)})") from None
+    if fingerprint != config.fingerprint():
+        raise ConfigError(
+            f"{folder}: checkpoint belongs to a different trial config "
+            f"({fingerprint} ≠ {config.fingerprint()})"
+        )
+    if epoch < 1:
+        raise CheckpointError(f"{state_file}: epoch {epoch} is not an epoch checkpoint")
+    if not (folder / SCHEDULER_FILE).is_file():
+        if (folder / _LEGACY_SCHEDULER_FILE).is_file():
+            raise CheckpointError(
+                f"{folder}: written by an earlier mtsweep, whose scheduler state "
+                f"({_LEGACY_SCHEDULER_FILE}) can only be read by unpickling arbitrary objects; "
+                f"it is not loaded (train the trial from the start)"
+            )
+        raise CheckpointError(f"{folder}: incomplete checkpoint (no {SCHEDULER_FILE})")
+    # Accelerate loads these with weights_only=True too, but it does not say which file failed,
+    # and it swallows any error reading an RNG state (a silently different random stream).
+    # Memory-mapped: the check unpickles the structure without reading the tensors' data.
+    for pattern in _ACCELERATE_PICKLES:
+        for path in sorted(folder.glob(pattern)):
+            load_plain(path, mmap=True)
+    return state, load_plain(folder / SCHEDULER_FILE)
+
+
+def load_plain(path: Path, mmap: bool = False) -> Any:
+    """`torch.load(path, weights_only=True)`: tensors, numpy arrays (as Accelerate saves RNG
+    states) and plain Python data only, never code. Anything else is a CheckpointError naming
+    the file; the file's objects are not created. `mmap` maps tensor data instead of reading
+    it (files written by torch.save)."""
+    try:
+        from accelerate.utils.other import TORCH_SAFE_GLOBALS as numpy_globals
+    except ImportError:  # an Accelerate without the list: tensors and plain data only
+        numpy_globals = []
+    try:
+        with torch.serialization.safe_globals(numpy_globals):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - refused, corrupt or truncated
+        raise CheckpointError(f"{path}: cannot load it: {_load_problem(e)}") from None
+
+
+def _load_problem(e: BaseException) -> str:
+    """One line saying why a checkpoint file did not load (torch's weights-only refusal names the
+    global it blocked; the rest of its text is advice to load the file unsafely)."""
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError):
+        refused = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported (operand \d+)", text)
+        if refused:
+            return (f"it holds objects other than tensors and plain data ({refused.group(1)}); "
+                    f"refused by torch.load(weights_only=True)")
+    first = " ".join(text.split())[:300]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _mean_train_losses(accelerator, sums: dict[str, torch.Tensor], counts: dict[str, int]):
