@@ -1,0 +1,49 @@
+"""Smoke test of the benchmark suite: `bench/run_all.py --quick` runs the cache, search and
+scale benchmarks and writes a report with the machine line and one overview row each."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = ("cache", "search", "scale")
+
+
+@pytest.mark.slow
+def test_run_all_quick(tmp_path: Path) -> None:
+    out = tmp_path / "R.md"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "MTSWEEP_CACHE": str(tmp_path / "cache")}
+    env.pop("RAY_ADDRESS", None)  # the suite starts its own Ray; never attach to another one
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run_all.py"), "--quick", "--only", ",".join(KEYS),
+         "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = out.read_text()
+    assert report.startswith("# mtsweep benchmarks")
+    assert re.search(r"^Machine: .+ cores .+ torch .+ ray .+ optuna .+ mlflow ", report, re.M)
+    assert "bench/run_all.py --quick --only cache,search,scale" in report
+    assert "| benchmark | measured ratio | target | met? | summary |" in report
+    for key in KEYS:
+        row = re.search(rf"^\| \[{key}\]\(#[^)]*\) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", report,
+                        re.M)
+        assert row, f"no overview row for {key}"
+        ratio, _, met = (c.strip() for c in row.groups())
+        assert met != "error", f"{key} failed:\n{report}"
+        float(ratio)  # every one of these three has a headline ratio
+        assert re.search(rf"^## .*\(`{key}`\)$", report, re.M), f"no section for {key}"
+    # The plots are copied next to the report and linked from it.
+    for name in ("search_efficiency.png", "scale_driver.png", "scale_optuna.png",
+                 "scale_mlflow.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 1000
+        assert f"(plots/{name})" in report
+    # Progress lines on stderr, one per benchmark.
+    assert all(f"[bench] {key}: " in proc.stderr for key in KEYS)
