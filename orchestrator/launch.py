@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -28,6 +30,7 @@ from orchestrator.tracking import (
     git_commit,
     redact,
     resolve_tracking_uri,
+    without_credentials,
 )
 from orchestrator.trial import TrialContext, optuna_trial_number, run_trial
 from trainables.errors import ConfigError
@@ -209,6 +212,9 @@ def _trial_error(trial) -> str:
     return str(getattr(trial, "error_msg", "") or "unknown error")
 
 
+_LOCAL_RAY_TEMP: list[str] = []
+
+
 def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     import ray
 
@@ -225,6 +231,7 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     # A short temp dir of its own: socket paths must stay short, and other Ray instances may
     # run on the same machine.
     temp = tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp")
+    _LOCAL_RAY_TEMP.append(temp)
     ray.init(
         num_cpus=cpus, num_gpus=None, include_dashboard=True, dashboard_host="127.0.0.1",
         _temp_dir=temp, log_to_driver=opts.verbose, configure_logging=True,
@@ -245,13 +252,13 @@ def _autoscaling() -> bool:
         return False
 
 
-def check_resources(spec: SweepSpec) -> None:
+def check_resources(spec: SweepSpec, existing_cluster: bool = False) -> None:
     """Refuse a sweep whose one trial can never be placed (it would wait forever)."""
     import ray
 
     have = ray.cluster_resources()
     r = spec.resources
-    if _autoscaling():
+    if existing_cluster and _autoscaling():
         return  # nodes are added on demand: what is up now says nothing
     need_cpu = r.workers * r.cpus_per_worker
     need_gpu = r.workers * r.gpus_per_worker
@@ -273,7 +280,6 @@ def check_resources(spec: SweepSpec) -> None:
 
 def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
     """Run the sweep; return the summary (also printed as a table)."""
-    import ray
 
     num_samples = opts.num_samples or spec.search.num_samples
     tracking_uri = resolve_tracking_uri(opts.tracking_uri, spec.tracking.tracking_uri)
@@ -285,9 +291,11 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
     cache_dir = os.environ.get("MTSWEEP_CACHE") or str(Path.home() / ".cache" / "mtsweep")
 
     spec = absolute_data_dir(spec)
+    existing = bool(opts.address or os.environ.get("RAY_ADDRESS"))
     where = _init_ray(opts, spec)
+    finished = False
     try:
-        check_resources(spec)
+        check_resources(spec, existing_cluster=existing)
         experiment_id = get_or_create_experiment(tracking_uri, experiment)
         tracker = SweepTracker(tracking_uri, experiment_id)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -297,7 +305,7 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
             run_name,
             tags={"mtsweep.sweep_file": str(spec.path), "mtsweep.sweep_sha256": spec.sha256,
                   "mtsweep.git_commit": commit, "description": spec.description,
-                  "mtsweep.storage": storage},
+                  "mtsweep.storage": without_credentials(storage)},
             params={"search.algorithm": spec.search.algorithm,
                     "search.metric": ",".join(spec.search.metrics),
                     "search.mode": ",".join(spec.search.modes), "search.num_samples": num_samples,
@@ -314,10 +322,22 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
               f"sweep run {tracker.parent_run_id}", flush=True)
         print(f"Ray Tune results and checkpoints: {storage}/{run_name}", flush=True)
 
-        return closing_sweep_run(tracker, lambda: _run_tuner(
+        summary = closing_sweep_run(tracker, lambda: _run_tuner(
             spec, opts, tracker, storage, cache_dir, commit, num_samples, run_name))
+        finished = True
+        return summary
     finally:
-        ray.shutdown()
+        shutdown_ray(keep_logs=not finished)
+
+
+def shutdown_ray(keep_logs: bool) -> None:
+    """Stop Ray; the temp folder of a local Ray (its logs) is removed after a sweep that ended
+    well and kept after one that did not."""
+    import ray
+
+    ray.shutdown()
+    if _LOCAL_RAY_TEMP and not keep_logs:
+        shutil.rmtree(_LOCAL_RAY_TEMP.pop(), ignore_errors=True)
 
 
 def closing_sweep_run(tracker: SweepTracker, run):
@@ -579,7 +599,7 @@ def run_launch(args) -> int:
             summary = launch(spec, opts)
         except SweepInterrupted as e:
             print(f"interrupted: the sweep run is marked KILLED in MLflow; continue it with\n"
-                  f"  mtsweep resume {e.folder}", file=sys.stderr)
+                  f"  {shlex.join(['mtsweep', 'resume', str(e.folder)])}", file=sys.stderr)
             return term.exit_status
         except KeyboardInterrupt:
             print("interrupted: the sweep run is marked KILLED in MLflow", file=sys.stderr)

@@ -8,6 +8,8 @@ MLflow runs are continued rather than duplicated (trial runs are found by their 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,9 +94,10 @@ def resume(path: str | Path, tracking_uri: str | None = None, address: str | Non
     uri = resolve_tracking_uri(tracking_uri, None) if tracking_uri else meta["tracking_uri"]
     check_reachable(uri)
     opts = LaunchOptions(num_cpus=meta.get("num_cpus"), address=address)
+    existing = bool(address or os.environ.get("RAY_ADDRESS"))
     where = _init_ray(opts, spec)
     try:
-        check_resources(spec)
+        check_resources(spec, existing_cluster=existing)
         tracker = SweepTracker(uri, meta["experiment_id"], meta["parent_run_id"])
         tracker.client.update_run(meta["parent_run_id"], status="RUNNING")
         print(f"resuming sweep {spec.name} from {folder} on {where}; MLflow sweep run "
@@ -114,7 +117,8 @@ def run_resume(args) -> int:
         try:
             summary = resume(args.path, args.tracking_uri, args.address)
         except SweepInterrupted as e:
-            print(f"interrupted again; continue with\n  mtsweep resume {e.folder}",
+            print(f"interrupted again; continue with\n  "
+                  f"{shlex.join(['mtsweep', 'resume', str(e.folder)])}",
                   file=sys.stderr)
             return term.exit_status
     if args.json:

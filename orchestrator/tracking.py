@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -58,16 +59,33 @@ def resolve_tracking_uri(cli_value: str | None, file_value: str | None) -> str:
     return uri
 
 
+_SECRET_QUERY_KEYS = re.compile(r"token|password|passwd|secret|key|sig|signature|credential",
+                                re.IGNORECASE)
+
+
 def redact(uri: str) -> str:
-    """The URI without a password (user:secret@host → user:***@host), for logs and tags."""
+    """The URI with its secrets masked, for logs and tags: user:secret@host → user:***@host,
+    a bare token@host → ***@host, and token-like query values (?token=…) → ***."""
     try:
         parts = urlsplit(uri)
     except ValueError:
         return uri
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
+    original = parts
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user, sep, _ = userinfo.partition(":")
+        masked = f"{user}:***" if sep else "***"
+        parts = parts._replace(netloc=f"{masked}@{host}")
+    if parts.query:
+        query = "&".join(
+            f"{k}={'***' if _SECRET_QUERY_KEYS.search(k) else v}" if eq else k
+            for k, eq, v in (item.partition("=") for item in parts.query.split("&")))
+        parts = parts._replace(query=query)
+    return uri if parts == original else urlunsplit(parts)
+
+
+def _redact_uris(text: str) -> str:
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+", lambda m: redact(m.group(0)), text)
 
 
 def without_credentials(uri: str) -> str:
@@ -303,7 +321,12 @@ class SweepTracker:
         self.parent_run_id = run.info.run_id
         c.log_batch(self.parent_run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
                     tags=[RunTag("mlflow.note.content", tags.get("description", ""))])
-        c.log_artifact(self.parent_run_id, str(sweep_file), artifact_path="sweep")
+        text = Path(sweep_file).read_text()
+        redacted = _redact_uris(text)
+        if redacted == text:
+            c.log_artifact(self.parent_run_id, str(sweep_file), artifact_path="sweep")
+        else:  # a tracking URI with a password in the file: upload it masked
+            c.log_text(self.parent_run_id, redacted, f"sweep/{Path(sweep_file).name}")
         return self.parent_run_id
 
     def end_parent(self, status: str = "FINISHED") -> None:

@@ -152,10 +152,11 @@ def train_worker(loop: dict[str, Any]) -> None:
         if first[0]:
             # Start-up cost of this (re)start: Ray Train's worker group, imports, data, model.
             first[0] = False
-            metrics["startup_seconds"] = (time.time() - loop["trial_started"]
+            trial_started = loop.get("trial_started", worker_started)
+            metrics["startup_seconds"] = (time.time() - trial_started
                                           - rep.metrics["epoch_seconds"]
                                           - rep.metrics["eval_seconds"])
-            metrics["worker_start_seconds"] = worker_started - loop["trial_started"]
+            metrics["worker_start_seconds"] = worker_started - trial_started
         if rep.is_main:
             tracker.log_epoch(run_id, metrics, rep.epoch)
             tracker.log_epoch_artifacts(run_id, out_dir)

@@ -389,13 +389,9 @@ def test_reproduce_command_has_no_credentials(uri, kept):
     ("http://alice:s3cr3t@mlflow.example:5000", "s3cr3t", "http://alice:***@mlflow.example:5000"),
     ("postgresql://mlflow:s3cr3t@db:5432/mlflow", "s3cr3t", "postgresql://mlflow:***@db:5432/mlflow"),
     ("http://alice:p%40ss@host", "p%40ss", "http://alice:***@host"),
-    pytest.param("https://tok3n@mlflow.example", "tok3n", "https://***@mlflow.example",
-                 marks=pytest.mark.xfail(strict=True, reason="redact() keeps a user-only token; "
-                                         "see the report")),
-    pytest.param("http://mlflow.example/api?token=tok3n&x=1", "tok3n",
-                 "http://mlflow.example/api?token=***&x=1",
-                 marks=pytest.mark.xfail(strict=True, reason="redact() keeps query tokens; "
-                                         "see the report")),
+    ("https://tok3n@mlflow.example", "tok3n", "https://***@mlflow.example"),
+    ("http://mlflow.example/api?token=tok3n&x=1", "tok3n",
+     "http://mlflow.example/api?token=***&x=1"),
     ("sqlite:////home/me/mlflow.db", None, "sqlite:////home/me/mlflow.db"),
 ])
 def test_redact_hides_credentials(uri, secret, shown):
