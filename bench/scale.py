@@ -97,11 +97,12 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
     spec = load_sweep(FULL_YAML)
     t0 = time.perf_counter()
     temp = tempfile.mkdtemp(prefix="mtsw-bench-", dir="/tmp")
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False, "temp_dir": temp,
-    })
+    cluster = None
     rows = []
     try:
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "include_dashboard": False, "temp_dir": temp,
+        })
         for _ in range(NODES):
             cluster.add_node(num_cpus=CPUS_PER_NODE)
         cluster.wait_for_nodes()
@@ -147,8 +148,9 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
-        with contextlib.suppress(Exception):
-            cluster.shutdown()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
     return rows
 
@@ -245,14 +247,14 @@ def postgres(workdir: Path):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def mlflow_rate(uri: str, seconds: float, runs: int = 20) -> dict[str, Any]:
+def mlflow_rate(uri: str, seconds: float, artifacts: Path, runs: int = 20) -> dict[str, Any]:
     """Sequential log_batch calls (one epoch's 15 metrics, to `runs` runs in turn) for about
     `seconds`; calls/s over the whole window and per second of it."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("bench-scale", artifact_location=tempfile.mkdtemp())
+    exp = client.create_experiment("bench-scale", artifact_location=str(artifacts))
     run_ids = [client.create_run(exp).info.run_id for _ in range(runs)]
     names = [f"metric_{i}" for i in range(METRICS_PER_EPOCH)]
     ts = int(time.time() * 1000)
@@ -303,15 +305,15 @@ def _writer(uri: str, run_ids: list[str], seconds: float, ready, start, out) -> 
     out.put((calls, errors, first))
 
 
-def mlflow_concurrent(uri: str, seconds: float, writers: int) -> dict[str, Any]:
+def mlflow_concurrent(uri: str, seconds: float, writers: int, artifacts: Path
+                      ) -> dict[str, Any]:
     """`writers` processes (as trials are) writing at once; aggregate calls/s and errors."""
     import multiprocessing as mp
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment(f"bench-scale-{writers}w",
-                                   artifact_location=tempfile.mkdtemp())
+    exp = client.create_experiment(f"bench-scale-{writers}w", artifact_location=str(artifacts))
     runs = [[client.create_run(exp).info.run_id for _ in range(5)] for _ in range(writers)]
     ctx = mp.get_context("spawn")  # no fork of a process that may hold torch or Ray threads
     ready, out, start = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -340,11 +342,14 @@ def mlflow_rates(seconds: float, writers: int, workdir: Path
 
     def measure(name: str, uri: str) -> None:
         with contextlib.redirect_stderr(io.StringIO()):
-            out[name] = mlflow_rate(uri, seconds)
-            out[name]["concurrent"] = mlflow_concurrent(uri, seconds, writers)
+            out[name] = mlflow_rate(uri, seconds, workdir / "artifacts")
+            out[name]["concurrent"] = (
+                mlflow_concurrent(uri, seconds, writers, workdir / "artifacts") if writers
+                else {"writers": 0, "calls": 0, "rate": 0.0, "errors": 0, "error": ""})
         c = out[name]["concurrent"]
-        _say(f"MLflow {name}: {out[name]['rate']:.0f} calls/s (1 writer), {c['rate']:.0f} "
-             f"calls/s ({writers} writers, {c['errors']} errors)")
+        _say(f"MLflow {name}: {out[name]['rate']:.0f} calls/s (1 writer)"
+             + (f", {c['rate']:.0f} calls/s ({writers} writers, {c['errors']} errors)"
+                if writers else ""))
 
     measure("SQLite", f"sqlite:///{workdir / 'mlflow.db'}")
     with postgres(workdir) as (uri, why):
@@ -407,8 +412,9 @@ def _plot_mlflow(rates: dict[str, dict[str, Any]], path: Path) -> None:
     writers = next(iter(rates.values()))["concurrent"]["writers"]
     ax.bar([x - 0.2 for x in xs], [rates[n]["rate"] for n in names], width=0.4,
            color="#4c72b0", label="1 writer")
-    ax.bar([x + 0.2 for x in xs], [rates[n]["concurrent"]["rate"] for n in names], width=0.4,
-           color="#55a868", label=f"{writers} writer processes")
+    if writers:
+        ax.bar([x + 0.2 for x in xs], [rates[n]["concurrent"]["rate"] for n in names],
+               width=0.4, color="#55a868", label=f"{writers} writer processes")
     ax.set_xticks(list(xs), names)
     ax.axhline(NEEDED_RATE, color="#c44e52", ls="--",
                label=f"needed: {SWEEP_TRIALS} trials × 1 epoch / {EPOCH_S:g} s")
@@ -421,6 +427,12 @@ def _plot_mlflow(rates: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _rates_text(r: dict[str, Any]) -> str:
+    c = r["concurrent"]
+    return (f"{r['rate']:.0f}/{c['rate']:.0f} calls/s (1/{c['writers']} writers)" if c["writers"]
+            else f"{r['rate']:.0f} calls/s")
+
+
 def run(quick: bool, workdir: Path) -> Result:
     _STARTED[0] = time.perf_counter()
     sizes = [10, 30] if quick else [10, 100, 300]
@@ -428,7 +440,7 @@ def run(quick: bool, workdir: Path) -> Result:
         sizes = [int(x) for x in os.environ[SIZES_ENV].split(",")]
     n_optuna = 100 if quick else 500
     mlflow_s = 1.0 if quick else 3.0
-    writers = 2 if quick else 4
+    writers = 0 if quick else 4  # processes writing at once (the spawns take ~10 s: not quick)
     files = []
 
     _say(f"Optuna TPE ask/tell, 0 → {n_optuna} finished trials")
@@ -472,7 +484,8 @@ def run(quick: bool, workdir: Path) -> Result:
     opt_rows = [[f"{i}–{i + 9}", f"{1000 * dict(win)[i]:.1f}"] for i in opt_marks]
     ml_rows = [[k, v["calls"], f"{v['rate']:.0f}", f"{v['ms_per_call']:.1f}",
                 f"{min(v['per_second'] or [0])}–{max(v['per_second'] or [0])}",
-                f"{v['concurrent']['rate']:.0f}", v["concurrent"]["errors"],
+                f"{v['concurrent']['rate']:.0f}" if writers else "–",
+                v["concurrent"]["errors"] if writers else "–",
                 f"{max(v['rate'], v['concurrent']['rate']) / NEEDED_RATE:.1f}×"]
                for k, v in rates.items()]
     errors = [f"{k}: {v['concurrent']['error']}" for k, v in rates.items()
@@ -526,13 +539,14 @@ def run(quick: bool, workdir: Path) -> Result:
         "",
         f"One client, sequential `MlflowClient.log_batch` calls, each one epoch's "
         f"{METRICS_PER_EPOCH} metrics, spread over 20 runs, for {mlflow_s:g} s per store; then "
-        f"{writers} writer processes at once (as trials are), {mlflow_s:g} s. "
+        + (f"{writers} writer processes at once (as trials are), {mlflow_s:g} s. " if writers
+           else "concurrent writers are measured in full mode only. ") +
         "SQLite: a file in the temp folder (MLflow's defaults). PostgreSQL 15: a local server "
         "on 127.0.0.1 started for the benchmark (defaults: fsync and synchronous commit "
         "on). No tracking server in between (it would add an HTTP hop per call).",
         "",
         md_table(["store", "calls (1 writer)", "calls/s", "ms per call",
-                  "calls in each second", f"calls/s, {writers} writers", "failed calls",
+                  "calls in each second", f"calls/s, {writers or 'several'} writers", "failed calls",
                   f"best ÷ needed ({NEEDED_RATE:.0f}/s)"], ml_rows, "lrrrrrrr"),
         "",
         *([f"First error with {writers} writers — " + "; ".join(errors) + ".", ""]
@@ -545,8 +559,9 @@ def run(quick: bool, workdir: Path) -> Result:
     summary = (
         f"driver overhead {1000 * big['per_trial']:.0f} ms/trial (wall), "
         f"{1000 * big['cpu_per_result']:.0f} ms CPU/result at {big['trials']} trials; TPE ask {1000 * win[-1][1]:.0f} ms at "
-        f"{len(times)} trials; MLflow {rates['SQLite']['rate']:.0f} calls/s SQLite"
-        + (f", {pg:.0f} PostgreSQL" if pg else " (PostgreSQL skipped)")
+        f"{len(times)} trials; MLflow {_rates_text(rates['SQLite'])} SQLite"
+        + (f", {_rates_text(rates['PostgreSQL'])} PostgreSQL" if pg else
+           " (PostgreSQL skipped)")
         + f"; bottleneck {bottleneck}"
     )
     return Result(

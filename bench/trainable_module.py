@@ -21,6 +21,7 @@ def run(quick: bool, workdir: Path) -> Result:
     from trainables.data.demo import write_demo_data
 
     s, _ = bt.parse_args(["--quick"] if quick else [])
+    s.work.rmdir()  # the script's own (empty) temp folder: the suite gives us one
     s.work = workdir
     demo_dir = workdir / "demo"
     write_demo_data(demo_dir)
