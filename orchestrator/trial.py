@@ -145,12 +145,13 @@ def train_worker(loop: dict[str, Any]) -> None:
             tracker.attempt("resume tag", lambda: tracker.client.set_tag(
                 run_id, RESUMED_FROM, Path(checkpoint.path).name))
 
-    first = [True]
+    # Start-up cost of the trial (not of a restart): Ray Train's worker group, imports, data,
+    # model — recorded with the first epoch.
+    first = [checkpoint is None]
 
     def report(rep: EpochReport) -> None:
         metrics = {k: v for k, v in rep.metrics.items() if isinstance(v, (int, float))}
         if first[0]:
-            # Start-up cost of this (re)start: Ray Train's worker group, imports, data, model.
             first[0] = False
             trial_started = loop.get("trial_started", worker_started)
             metrics["startup_seconds"] = (time.time() - trial_started
