@@ -148,8 +148,10 @@ def train_worker(loop: dict[str, Any]) -> None:
     # Start-up cost of the trial (not of a restart): Ray Train's worker group, imports, data,
     # model — recorded with the first epoch.
     first = [checkpoint is None]
+    reported = [False]
 
     def report(rep: EpochReport) -> None:
+        reported[0] = True
         metrics = {k: v for k, v in rep.metrics.items() if isinstance(v, (int, float))}
         if first[0]:
             first[0] = False
@@ -173,7 +175,12 @@ def train_worker(loop: dict[str, Any]) -> None:
         out_dir=str(out_dir), checkpoint_dir=str(staging / "checkpoints"),
         resume_from=resume_from, keep_checkpoints=1, progress_lines=0,
     )
-    train(config, runtime, callbacks=[report])
+    summary = train(config, runtime, callbacks=[report])
+    if not reported[0]:
+        # Resumed from the last epoch's checkpoint (the trial had finished training when it
+        # was stopped): nothing was trained, so tell Tune the final result again.
+        ray.train.report({k: v for k, v in summary.items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if rank == 0 and loop.get("log_model"):
         model_dir = str(out_dir / "model")
         tracker.attempt("model", lambda: tracker.client.log_artifacts(run_id, model_dir, "model"))

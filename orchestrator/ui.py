@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -48,13 +49,16 @@ def start_server(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000,
         if not db.exists():
             raise TrackingError(f"no tracking store at {db} (run a sweep first, or pass "
                                 f"--tracking-uri)")
+    # The server's log goes to a file: a pipe nobody reads would fill up and block it.
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(server_command(tracking_uri, host, port), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=log, start_new_session=True)
     deadline = time.time() + timeout_s
     try:
         while time.time() < deadline:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+                log.seek(0)
+                err = log.read().decode(errors="replace").strip().splitlines()
                 raise TrackingError(f"the MLflow UI did not start: "
                                     f"{err[-1] if err else 'exited'}")
             try:

@@ -105,7 +105,7 @@ def test_ui_listens_on_127_0_0_1_by_default(tmp_path, stop, status):
         assert _listening(port) == {"127.0.0.1"}
     finally:
         proc.send_signal(stop)  # stops the server too (it runs in a session of its own)
-        rc = proc.wait(timeout=60)
+        rc = proc.wait(timeout=180)
     assert rc == status
     deadline = time.time() + 20
     while _listening(port) and time.time() < deadline:
