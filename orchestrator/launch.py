@@ -32,7 +32,7 @@ from orchestrator.tracking import (
     resolve_tracking_uri,
     without_credentials,
 )
-from orchestrator.trial import TrialContext, optuna_trial_number, run_trial
+from orchestrator.trial import TrialContext, join_storage, optuna_trial_number, run_trial
 from trainables.errors import ConfigError
 
 TASK_METRICS = ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean")
@@ -426,13 +426,6 @@ def finish(results, spec: SweepSpec, tracker: SweepTracker, experiment: str, num
 
 
 META_FILE = "mtsweep-sweep.json"
-
-
-def join_storage(storage: str, *parts: str) -> str:
-    """`storage/part/...` for a local folder or a URI (s3://, gs://, file://)."""
-    if "://" in storage:
-        return "/".join([storage.rstrip("/"), *parts])
-    return str(Path(storage, *parts))
 
 
 def _write_meta(folder: str | Path, meta: dict[str, Any]) -> None:

@@ -401,17 +401,9 @@ class SweepTracker:
 
     def finish_trial(self, run_id: str, status: str, tags: Mapping[str, str] | None = None,
                      error: str | None = None) -> None:
-        from mlflow.entities import RunTag
-
-        tags = dict(tags or {})
-        if error:
-            tags[ERROR] = error[-5000:]
-            self.attempt("error text", lambda: self.client.log_text(run_id, error, "error.txt"))
-        if tags:
-            self.attempt("trial tags", lambda: self.client.log_batch(
-                run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
-        self.attempt("closing a trial run", lambda: self.client.set_terminated(
-            run_id, status=status))
+        tags = _with_error(tags, error)
+        self.attempt("closing a trial run",
+                     lambda: _close_run(self.client, run_id, status, tags, error))
 
     def close_abandoned(self, known_trial_ids: set[str]) -> None:
         """Runs still open whose Ray trial is not part of the sweep's saved state: trials the
@@ -433,24 +425,33 @@ class SweepTracker:
                     error: str | None = None) -> None:
         """From the driver: find the trial's run by its Ray trial id and close it (kept and
         retried as one write when the server does not answer)."""
-        from mlflow.entities import RunTag
-
-        tags = dict(tags)
-        if error:
-            tags[ERROR] = error[-5000:]
+        tags = _with_error(tags, error)
 
         def write() -> None:
             run_id = self.find_trial_run(ray_trial_id)
-            if run_id is None:  # the trial never got as far as opening its run
-                return
-            c = self.client
-            if error:
-                c.log_text(run_id, error, "error.txt")
-            if tags:
-                c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-            c.set_terminated(run_id, status=status)
+            if run_id is not None:  # None: the trial never got as far as opening its run
+                _close_run(self.client, run_id, status, tags, error)
 
         self.attempt(f"closing trial {ray_trial_id}", write)
+
+
+def _with_error(tags: Mapping[str, str] | None, error: str | None) -> dict[str, str]:
+    tags = dict(tags or {})
+    if error:
+        tags[ERROR] = error[-5000:]
+    return tags
+
+
+def _close_run(c, run_id: str, status: str, tags: Mapping[str, str], error: str | None) -> None:
+    """A trial run's last writes: the error text, its tags, its status (each idempotent, so
+    the whole can be sent again after a tracking outage)."""
+    from mlflow.entities import RunTag
+
+    if error:
+        c.log_text(run_id, error, "error.txt")
+    if tags:
+        c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    c.set_terminated(run_id, status=status)
 
 
 TASK_LABELS = {

@@ -38,6 +38,13 @@ class TrialContext:
     git_commit: str
 
 
+def join_storage(storage: str, *parts: str) -> str:
+    """`storage/part/...` for a local folder or a URI (s3://, gs://, file://)."""
+    if "://" in storage:
+        return "/".join([storage.rstrip("/"), *parts])
+    return str(Path(storage, *parts))
+
+
 def trial_params(spec: SweepSpec, params: dict[str, Any], config) -> dict[str, Any]:
     """Every run gets the same param columns: the trial config's key paths, the sweep's tag
     parameters, and a placeholder for each search-space key that is inactive here."""
@@ -97,8 +104,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         run_config=ray.train.RunConfig(
             # A fixed name and storage path: a retried trial finds its own checkpoints.
             name=f"train-{trial_id}",
-            storage_path=str(Path(ctx.storage) / "train") if "://" not in ctx.storage
-            else f"{ctx.storage.rstrip('/')}/train",
+            storage_path=join_storage(ctx.storage, "train"),
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(
                 max_failures=ctx.spec.failures.worker_restarts),
