@@ -389,11 +389,13 @@ def _run_tuner(
             scheduler=build_scheduler(spec.scheduler, max_epochs(spec)),
             metric=spec.scheduler.metric, mode=spec.scheduler.mode,
             num_samples=num_samples, time_budget_s=s.time_budget_s,
+            # A trial that trains in its own process leaves it warm for the next one.
+            reuse_actors=not spec.resources.uses_ray_train,
         ),
         run_config=tune.RunConfig(
             name=run_name, storage_path=storage, verbose=0,
             callbacks=[_make_callback(spec, tracker, progress, limited)],
-            failure_config=tune.FailureConfig(max_failures=spec.failures.trial_retries),
+            failure_config=trial_failures(spec),
         ),
     )
     results = tuner.fit()
@@ -447,11 +449,27 @@ def _write_meta(folder: str | Path, meta: dict[str, Any]) -> None:
 def make_trainable(ctx: TrialContext):
     from ray import tune
 
+    r = ctx.spec.resources
+    trainable = tune.with_parameters(run_trial, ctx=ctx)
+    if not r.uses_ray_train:  # the trial's process trains: it holds the worker's CPUs/GPUs
+        return tune.with_resources(trainable, {"cpu": r.cpus_per_worker,
+                                               "gpu": r.gpus_per_worker})
     # The trial function only drives its Ray Train workers (which hold the real CPUs/GPUs).
     # It takes no CPU (a fraction would leave N-1.99 CPUs, too few for N one-CPU workers);
     # a token amount of memory gives its placement group a non-empty bundle.
-    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                               {"cpu": 0, "memory": 2**20})
+    return tune.with_resources(trainable, {"cpu": 0, "memory": 2**20})
+
+
+def trial_failures(spec: SweepSpec):
+    """Ray Tune's retries. A trial that trains in its own process has no Ray Train worker
+    group to restart: a dead process is a failed trial, which Tune re-runs (from the trial's
+    last checkpoint) up to `worker_restarts + trial_retries` times."""
+    from ray import tune
+
+    f = spec.failures
+    retries = f.trial_retries if spec.resources.uses_ray_train else (
+        f.worker_restarts + f.trial_retries)
+    return tune.FailureConfig(max_failures=retries)
 
 
 def summarize(spec: SweepSpec, tracker: SweepTracker, experiment: str, num_samples: int

@@ -111,7 +111,8 @@ METRICS: tuple[str, ...] = (
 _SEARCH_KEYS = ("algorithm", "metric", "mode", "num_samples", "max_concurrent", "time_budget_s",
                 "seed", "args")
 _SCHEDULER_KEYS = ("name", "metric", "mode", "args")
-_RESOURCES_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker")
+_RESOURCES_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "ray_train")
+RAY_TRAIN_MODES = ("auto", "always")
 _TRACKING_KEYS = ("experiment", "tracking_uri", "log_model")
 _FAILURES_KEYS = ("worker_restarts", "trial_retries")
 _CHECKPOINTS_KEYS = ("keep", "metric", "mode")
@@ -329,11 +330,21 @@ class SchedulerSpec:
 
 @dataclass(frozen=True)
 class ResourcesSpec:
-    """What one trial gets: Ray Train workers (DDP processes) and each worker's CPUs/GPUs."""
+    """What one trial gets: Ray Train workers (DDP processes) and each worker's CPUs/GPUs.
+
+    `ray_train`: `auto` runs a one-worker trial inside its Ray Tune trial process (no Ray
+    Train worker group to start, and Tune reuses that process for the next trial: its imports
+    and caches stay warm); trials of 2+ workers always run as a Ray Train DDP worker group.
+    `always` uses Ray Train for one-worker trials too."""
 
     workers: int = 1
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
+    ray_train: str = "auto"
+
+    @property
+    def uses_ray_train(self) -> bool:
+        return self.workers > 1 or self.ray_train == "always"
 
 
 @dataclass(frozen=True)
@@ -1221,7 +1232,12 @@ def _parse_resources(p: Path, raw: Any) -> ResourcesSpec:
     gpus = s.get("gpus_per_worker", 0)
     if not _number(gpus) or gpus < 0:
         raise _err(p, "resources.gpus_per_worker", f"expected a number ≥ 0, got {gpus!r}")
-    return ResourcesSpec(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus)
+    mode = s.get("ray_train", "auto")
+    if mode not in RAY_TRAIN_MODES:
+        raise _err(p, "resources.ray_train",
+                   f"unknown mode {mode!r}; valid: {', '.join(RAY_TRAIN_MODES)}")
+    return ResourcesSpec(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus,
+                         ray_train=mode)
 
 
 def _parse_failures(p: Path, raw: Any) -> FailuresSpec:
@@ -1445,7 +1461,9 @@ def describe(spec: SweepSpec) -> str:
                  + f" on {sc.mode} {sc.metric}")
     r = spec.resources
     lines.append(f"  resources: {r.workers} worker(s) × ({_fmt(r.cpus_per_worker)} CPU, "
-                 f"{_fmt(r.gpus_per_worker)} GPU)")
+                 f"{_fmt(r.gpus_per_worker)} GPU), "
+                 + ("a Ray Train worker group per trial" if r.uses_ray_train
+                    else "run in the trial's process, reused between trials"))
     t = spec.tracking
     uri = redact(t.tracking_uri) if t.tracking_uri else "(launcher)"
     lines.append(f"  tracking: experiment {t.experiment}, uri {uri}, "

@@ -1,9 +1,11 @@
 """What runs inside Ray: the Tune function trainable of one trial, and the Ray Train worker loop.
 
 Tune calls `run_trial(params, ctx)` once per trial (again when the trial is retried). It turns
-the sampled point into a TrialConfig, opens (or finds again) the trial's MLflow run and runs a
-Ray Train `TorchTrainer` whose workers call `trainables.train` — the same function `mtsweep
-train` calls. Rank 0 reports each epoch's metrics and checkpoint; every rank calls `report`.
+the sampled point into a TrialConfig, opens (or finds again) the trial's MLflow run and runs
+`trainables.train` — the same function `mtsweep train` calls — either in a Ray Train
+`TorchTrainer` of N DDP workers or, for a one-worker trial, right in the trial's process (no
+worker group to start; Tune reuses the process for the next trial). Rank 0 reports each
+epoch's metrics and checkpoint; every rank calls `report`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.checkpoints import TrialCheckpoints
 from orchestrator.space import SweepSpec, point_key_paths, point_to_config, space_key_paths
 from orchestrator.tracking import (
     INACTIVE,
@@ -57,11 +60,9 @@ def trial_params(spec: SweepSpec, params: dict[str, Any], config) -> dict[str, A
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
-    """Tune function trainable: one trial = one Ray Train run of N workers."""
-    import ray.train
+    """Tune function trainable: one trial = one Ray Train run of N workers, or (one worker,
+    `resources.ray_train: auto`) the training loop right here in the trial's process."""
     import ray.tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     started = time.time()
     trial_id = ray.tune.get_context().get_trial_id()
@@ -86,17 +87,29 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
                                 config.to_yaml())
 
     r = ctx.spec.resources
+    loop = {
+        "config": config.to_dict(), "run_id": run_id, "tracker": tracker,
+        "cache_dir": ctx.cache_dir, "threads": max(1, int(r.cpus_per_worker)),
+        "cpu": not r.gpus_per_worker, "trial_id": trial_id,
+        "log_model": ctx.spec.tracking.log_model, "trial_started": started,
+    }
+    ckpt = ctx.spec.checkpoints
+    if not r.uses_ray_train:
+        train_loop(loop, TuneSession(TrialCheckpoints(
+            join_storage(ctx.storage, "train", f"train-{trial_id}"),
+            keep=ckpt.keep, metric=ckpt.metric, mode=ckpt.mode)))
+        return
+
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     worker_resources = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:
         worker_resources["GPU"] = r.gpus_per_worker
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={
-            "config": config.to_dict(), "run_id": run_id, "tracker": tracker,
-            "cache_dir": ctx.cache_dir, "threads": max(1, int(r.cpus_per_worker)),
-            "cpu": not r.gpus_per_worker, "trial_id": trial_id,
-            "log_model": ctx.spec.tracking.log_model, "trial_started": started,
-        },
+        train_loop_config=loop,
         scaling_config=ray.train.ScalingConfig(
             num_workers=r.workers, use_gpu=bool(r.gpus_per_worker),
             resources_per_worker=worker_resources,
@@ -111,27 +124,88 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
             # The k best epochs by the sweep's checkpoint metric; Ray Train always keeps the
             # latest too (a restart resumes from it).
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=ctx.spec.checkpoints.keep,
-                checkpoint_score_attribute=ctx.spec.checkpoints.metric,
-                checkpoint_score_order=ctx.spec.checkpoints.mode,
+                num_to_keep=ckpt.keep, checkpoint_score_attribute=ckpt.metric,
+                checkpoint_score_order=ckpt.mode,
             ),
         ),
     )
     trainer.fit()
 
 
-def train_worker(loop: dict[str, Any]) -> None:
-    """Ray Train worker: `trainables.train` with a callback that reports to Tune and MLflow."""
-    import ray.train
+class TrainSession:
+    """Reporting from a Ray Train worker: every rank reports (a barrier), rank 0 attaches the
+    epoch's checkpoint, which Ray Train stores as `epoch-K` and registers itself."""
 
+    def __init__(self) -> None:
+        import ray.train
+
+        self.rank = ray.train.get_context().get_world_rank()
+
+    def restore(self, local: Path) -> str | None:
+        """Copy the checkpoint to resume from into `local`; its name, None if there is none."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        checkpoint.to_directory(str(local))
+        return Path(checkpoint.path).name
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None = None,
+               epoch: int | None = None) -> None:
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
+        ray.train.report(metrics, checkpoint=ckpt,
+                         checkpoint_dir_name=f"epoch-{epoch}" if epoch else None)
+
+    def save(self, checkpoint: Path, epoch: int, metrics: dict[str, Any]) -> None:
+        """Nothing to do before `report`, which hands the checkpoint to Ray Train."""
+
+
+class TuneSession:
+    """Reporting from a one-worker trial that trains in its Ray Tune trial process. Its
+    checkpoints go where Ray Train would put them, saved by the trial itself (see
+    `orchestrator.checkpoints`); Tune gets the metrics."""
+
+    rank = 0
+
+    def __init__(self, checkpoints: TrialCheckpoints) -> None:
+        self.checkpoints = checkpoints
+
+    def restore(self, local: Path) -> str | None:
+        epoch = self.checkpoints.latest()
+        if epoch is None:
+            return None
+        self.checkpoints.download(epoch, local)
+        return f"epoch-{epoch}"
+
+    def save(self, checkpoint: Path, epoch: int, metrics: dict[str, Any]) -> None:
+        """Saved before the epoch is logged anywhere: a trial killed after logging an epoch
+        goes on after it, never logs it twice."""
+        self.checkpoints.save(checkpoint, epoch, metrics)
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None = None,
+               epoch: int | None = None) -> None:
+        import ray.tune
+
+        ray.tune.report(metrics)
+
+
+def train_worker(loop: dict[str, Any]) -> None:
+    """Ray Train worker: the training loop, reporting through Ray Train."""
+    train_loop(loop, TrainSession())
+
+
+def train_loop(loop: dict[str, Any], session: TrainSession | TuneSession) -> None:
+    """`trainables.train` with a callback that reports to Ray and MLflow."""
     from trainables.config import TrialConfig
     from trainables.runtime import Runtime
     from trainables.train import EpochReport, train
 
     worker_started = time.time()
     config = TrialConfig.from_dict(loop["config"])
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank = session.rank
     tracker: SweepTracker = loop["tracker"]
     run_id = loop["run_id"]
     # One staging folder per trial and node: every rank saves its part of the epoch state
@@ -140,20 +214,16 @@ def train_worker(loop: dict[str, Any]) -> None:
     staging.mkdir(parents=True, exist_ok=True)
     out_dir = staging / f"out-rank{rank}"
 
-    resume_from = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        local = staging / f"resume-rank{rank}"
-        shutil.rmtree(local, ignore_errors=True)
-        checkpoint.to_directory(str(local))
-        resume_from = str(local)
-        if rank == 0:  # a restarted worker group or a retried trial: say so on the run
-            tracker.attempt("resume tag", lambda: tracker.client.set_tag(
-                run_id, RESUMED_FROM, Path(checkpoint.path).name))
+    local = staging / f"resume-rank{rank}"
+    shutil.rmtree(local, ignore_errors=True)
+    name = session.restore(local)
+    resume_from = str(local) if name else None
+    if name and rank == 0:  # a restarted worker group or a retried trial: say so on the run
+        tracker.attempt("resume tag", lambda: tracker.client.set_tag(run_id, RESUMED_FROM, name))
 
     # Start-up cost of the trial (not of a restart): Ray Train's worker group, imports, data,
     # model — recorded with the first epoch.
-    first = [checkpoint is None]
+    first = [name is None]
     reported = [False]
 
     def report(rep: EpochReport) -> None:
@@ -166,15 +236,14 @@ def train_worker(loop: dict[str, Any]) -> None:
                                           - rep.metrics["epoch_seconds"]
                                           - rep.metrics["eval_seconds"])
             metrics["worker_start_seconds"] = worker_started - trial_started
+        if rep.is_main and rep.checkpoint is not None:
+            session.save(rep.checkpoint, rep.epoch, metrics)
         if rep.is_main:
             tracker.log_epoch(run_id, metrics, rep.epoch)
             tracker.log_epoch_artifacts(run_id, out_dir)
-        ckpt = None
-        if rep.is_main and rep.checkpoint is not None:
-            ckpt = ray.train.Checkpoint.from_directory(str(rep.checkpoint))
         # Not an MLflow metric: tells the driver when this trial cannot reach MLflow.
         metrics["tracking_backlog"] = tracker.backlog
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch-{rep.epoch}")
+        session.report(metrics, rep.checkpoint if rep.is_main else None, rep.epoch)
 
     runtime = Runtime(
         cpu=loop["cpu"], num_threads=loop["threads"], cache_dir=loop["cache_dir"],
@@ -185,14 +254,14 @@ def train_worker(loop: dict[str, Any]) -> None:
     if not reported[0]:
         # Resumed from the last epoch's checkpoint (the trial had finished training when it
         # was stopped): nothing was trained, so tell Tune the final result again.
-        ray.train.report({k: v for k, v in summary.items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        session.report({k: v for k, v in summary.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if rank == 0 and loop.get("log_model"):
         model_dir = str(out_dir / "model")
         tracker.attempt("model", lambda: tracker.client.log_artifacts(run_id, model_dir, "model"))
     if rank == 0:
         tracker.flush()
-    # Ray Train holds the checkpoints; the local copies would fill the disk over a long sweep.
+    # Ray holds the checkpoints; the local copies would fill the disk over a long sweep.
     shutil.rmtree(out_dir, ignore_errors=True)
     shutil.rmtree(staging / f"resume-rank{rank}", ignore_errors=True)
     if rank == 0:
@@ -206,4 +275,5 @@ def optuna_trial_number(searcher: Any, trial_id: str) -> int | None:
     return ot.number if ot is not None else None
 
 
-__all__ = ["OPTUNA_TRIAL", "TrialContext", "optuna_trial_number", "run_trial", "train_worker"]
+__all__ = ["OPTUNA_TRIAL", "TrialContext", "optuna_trial_number", "run_trial",
+           "train_loop", "train_worker"]

@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from .conftest import REPO, tiny_dict
-from .test_faults import registered_checkpoint
 from .test_sweep import _mtsweep
 
 pytestmark = pytest.mark.slow
@@ -52,9 +51,11 @@ def _interrupt(args, cwd, env, until, sig, log: Path, timeout=400):
     return proc.returncode, log.read_text()
 
 
-def _checkpointed_trials(storage: Path) -> int:
-    """Trials with at least one epoch checkpoint registered by Ray Train."""
-    return sum(1 for d in (storage / "train").glob("train-*") if registered_checkpoint(d))
+def _checkpointed_trials(storage: Path, since: float = 0.0) -> int:
+    """Trials with a complete epoch checkpoint (a one-worker trial saves its own, marked
+    complete by `done.json`) saved after `since`."""
+    return sum(1 for d in (storage / "train").glob("train-*")
+               if any(f.stat().st_mtime > since for f in d.glob("epoch-*/done.json")))
 
 
 def _state_saved_after(folder: Path, t: float) -> bool:
@@ -99,9 +100,10 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
     first = [r.info.run_id for r in children() if r.info.status == "FINISHED"]
     assert len(first) == 1, "the first trial finished before the interruption"
 
-    # 2. SIGTERM (e.g. a batch scheduler) in trial 2, after its first epoch checkpoint.
+    # 2. SIGTERM (e.g. a batch scheduler) once the resumed sweep has saved a checkpoint.
+    resumed = time.time()
     status, err = _interrupt(["resume", str(storage)], REPO, env,
-                             lambda: _checkpointed_trials(storage) >= 2,
+                             lambda: _checkpointed_trials(storage, since=resumed) >= 1,
                              signal.SIGTERM, tmp_path / "resume1.log")
     assert status == 128 + signal.SIGTERM, err[-3000:]
     assert f"mtsweep resume {folder}" in err
