@@ -167,6 +167,12 @@ def test_overrides_apply_to_the_sweep_file() -> None:
         "space.batch_size=[8, 16]", "scheduler.name=fifo", "scheduler.args={}",
     ])
     assert spec.search.num_samples == 2 and spec.resources.workers == 2
+    assert spec.resources.uses_ray_train  # 2 workers: a Ray Train DDP worker group
+    one = load_sweep(SPACES / "quickstart.yaml", ["resources.workers=1"]).resources
+    assert not one.uses_ray_train
+    assert load_sweep(SPACES / "quickstart.yaml", ["resources.workers=1",
+                                                   "resources.ray_train=always"]
+                      ).resources.uses_ray_train
     assert spec.base["epochs"] == 1 and spec.scheduler.name == "fifo"
     assert spec.overrides[0] == "search.num_samples=2"
     assert {p["batch_size"] for p in sample_points(spec, 10)} <= {8, 16}
@@ -292,6 +298,8 @@ space:
     ("workers-0", GOOD + "resources: {workers: 0}\n", ["resources.workers", "≥ 1"]),
     ("negative-gpus", GOOD + "resources: {gpus_per_worker: -1}\n",
      ["resources.gpus_per_worker"]),
+    ("ray-train-mode", GOOD + "resources: {ray_train: sometimes}\n",
+     ["resources.ray_train", "'sometimes'", "auto, always"]),
     ("unknown-tracking-key", GOOD + "tracking: {uri: x}\n", ["tracking.uri"]),
     ("negative-restarts", GOOD + "failures: {worker_restarts: -1}\n",
      ["failures.worker_restarts", "≥ 0"]),

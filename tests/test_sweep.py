@@ -175,3 +175,46 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, demo_dir, cac
     state = pickle.loads(next(folder.glob("searcher-state-*.pkl")).read_bytes())
     states = sorted(t.state.name for t in state["_ot_study"].trials)
     assert states == ["COMPLETE", "FAIL", "FAIL"], states
+
+
+def test_one_worker_trials_share_a_warm_process_and_keep_their_checkpoints(
+        tmp_path, demo_dir, cache_dir):
+    """`resources.workers: 1` (ray_train: auto): each trial trains in its Ray Tune trial process,
+    the next trial reuses that process (no Ray Train worker group is started), and every trial
+    keeps its epoch checkpoints as Ray Train would — the best by the checkpoint metric and the
+    latest, each marked complete — while MLflow gets one run per trial, each epoch once."""
+    from mlflow.tracking import MlflowClient
+
+    base = tiny_dict(demo_dir, epochs=3)
+    sweep = {"name": "warm", "base": base,
+             "space": {"optim.lr": [1e-4, 1e-3, 3e-3]},
+             "search": {"algorithm": "grid", "max_concurrent": 1},
+             "resources": {"workers": 1, "cpus_per_worker": 1},
+             "checkpoints": {"keep": 1, "metric": "overall", "mode": "max"}}
+    path = tmp_path / "warm.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [t["status"] for t in out["trials"]] == ["FINISHED"] * 3
+
+    folder = next((tmp_path / "runs").glob("warm-*"))
+    pids = set()
+    for result in folder.glob("run_trial_*/result.json"):
+        pids |= {json.loads(line)["pid"] for line in result.read_text().splitlines()}
+    assert len(pids) == 1, f"the three trials ran in one reused process, not {pids}"
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    train_dirs = sorted((tmp_path / "runs" / "train").glob("train-*"))
+    assert len(train_dirs) == 3
+    for trial in out["trials"]:
+        run = client.get_run(trial["run_id"])
+        history = {h.step: h.value for h in client.get_metric_history(trial["run_id"], "overall")}
+        assert sorted(history) == [1, 2, 3]
+        assert run.data.metrics["startup_seconds"] > 0
+        kept = sorted((tmp_path / "runs" / "train" / f"train-{run.data.tags['mtsweep.ray_trial_id']}"
+                       ).glob("epoch-*/done.json"))
+        best = max(history, key=lambda e: (history[e], e))
+        assert [p.parent.name for p in kept] == sorted({f"epoch-{best}", "epoch-3"}), history
+        saved = json.loads(kept[-1].read_text())
+        assert saved["overall"] == pytest.approx(history[3])
