@@ -112,9 +112,11 @@ def run_trainable(config, s: Settings) -> tuple[float, float]:
 
 
 def run_bare(config, s: Settings) -> tuple[float, float]:
-    """(examples/s, training seconds) of a bare PyTorch loop over the same model, batches and
-    optimizer as `train` builds them: no Accelerate, no clipping, no scheduler, no evaluation.
-    Batches are collated on the fly from the same TaskSplits, as `train` does."""
+    """(examples/s, training seconds) of a bare PyTorch loop training the same recipe as
+    `train` — the same model, batches, optimizer, gradient-norm clipping and learning-rate
+    schedule — written directly in PyTorch: no Accelerate, no loss bookkeeping, no NaN checks,
+    no callbacks, no evaluation. Batches are collated on the fly from the same TaskSplits, as
+    `train` does."""
     from accelerate.utils import set_seed
 
     from trainables.data.batching import collate
@@ -122,7 +124,7 @@ def run_bare(config, s: Settings) -> tuple[float, float]:
     from trainables.encoder import load_encoder
     from trainables.model import MultiTaskModel
     from trainables.schedules import SCHEDULES
-    from trainables.train import _optimizer
+    from trainables.train import _lr_scheduler, _optimizer
 
     torch.set_num_threads(s.threads)
     set_seed(config.seed, deterministic=True)  # as train() does on the CPU
@@ -140,6 +142,8 @@ def run_bare(config, s: Settings) -> tuple[float, float]:
     )
     plan = schedule.plan(0, np.random.default_rng([config.seed, 0, 1]))
     optimizer = _optimizer(model, config)
+    lr_scheduler = _lr_scheduler(optimizer, config, len(plan) * config.epochs)
+    max_norm = config.optim.max_grad_norm
 
     model.train()
     streams = {t: BatchStream(splits[t]["train"], config.batch_size, 1, 0, (config.seed, 0, i),
@@ -157,7 +161,10 @@ def run_bare(config, s: Settings) -> tuple[float, float]:
             examples += len(rows)
         out = model(batches)
         sum(out["weighted"].values()).backward()
+        if max_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         optimizer.step()
+        lr_scheduler.step()
         optimizer.zero_grad()
     seconds = time.perf_counter() - t0
     return examples / seconds, seconds

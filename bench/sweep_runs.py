@@ -47,6 +47,24 @@ class SweepRun:
     summary: dict[str, Any]
     tracking_uri: str
     stderr: str
+    started: float = 0.0  # the command's start and end, seconds since the epoch
+    ended: float = 0.0
+
+    def trials_by_start(self) -> list[dict[str, Any]]:
+        """The summary's trials in the order they started."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.tracking_uri)
+        return sorted(self.summary["trials"],
+                      key=lambda t: client.get_run(t["run_id"]).info.start_time)
+
+    def trial_spans(self) -> list[tuple[float, float]]:
+        """(start, end) of every trial's MLflow run, seconds since the epoch."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.tracking_uri)
+        infos = [client.get_run(t["run_id"]).info for t in self.summary["trials"]]
+        return [(i.start_time / 1000, (i.end_time or i.start_time) / 1000) for i in infos]
 
     def histories(self, metric: str) -> dict[str, list[tuple[int, float]]]:
         """Per trial run id: (step, value) of `metric`, from MLflow."""
@@ -69,7 +87,7 @@ def launch(work: Path, name: str, sweep: dict[str, Any], timeout: float = 900) -
            "MTSWEEP_CACHE": str(work / "cache"), "TOKENIZERS_PARALLELISM": "false"}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "launch", str(path), "--json",
          "--storage", str(work / "runs"), "--tracking-uri", uri],
@@ -78,4 +96,4 @@ def launch(work: Path, name: str, sweep: dict[str, Any], timeout: float = 900) -
     if proc.returncode != 0:
         raise RuntimeError(f"mtsweep launch failed ({proc.returncode}): {proc.stderr[-2000:]}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    return SweepRun(wall, summary, uri, proc.stderr)
+    return SweepRun(wall, summary, uri, proc.stderr, started, started + wall)
