@@ -26,7 +26,7 @@ def run(quick: bool, workdir: Path) -> Result:
     trials = 4 if quick else 12
     concurrency = 2
     train_limit = 256 if quick else 1200
-    epochs = 2 if quick else 10  # ~30-s trials in the full run
+    epochs = 2 if quick else 12  # ~30-s trials in the full run
     data = demo_data(workdir)
     sweep = {
         "base": trial_dict(data, train_limit, 64, epochs=epochs),
