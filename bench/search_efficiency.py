@@ -147,12 +147,14 @@ def _replay(config: dict[str, Any], curves: dict[str, list[float]]) -> None:
         tune.report({METRIC: value, "epoch": epoch})
 
 
-STRATEGIES: dict[str, tuple[str, bool]] = {  # name -> (sampler, ASHA?)
-    "TPE + ASHA": ("tpe", True),
-    "TPE (5 start-up trials) + ASHA": ("tpe5", True),
-    "random + ASHA": ("random", True),
-    "random": ("random", False),
+STRATEGIES: dict[str, tuple[str, bool, bool]] = {  # name -> (sampler, ASHA?, repeats skipped?)
+    "TPE + ASHA": ("tpe", True, True),
+    "TPE (5 start-up trials) + ASHA": ("tpe5", True, True),
+    "random + ASHA": ("random", True, True),
+    "random": ("random", False, True),
+    "TPE + ASHA, repeats trained (Ray's OptunaSearch)": ("tpe", True, False),
 }
+PLAIN = "TPE + ASHA, repeats trained (Ray's OptunaSearch)"
 
 
 def _counter(threshold: float, budget: int):
@@ -200,15 +202,18 @@ def run_search(strategy: str, seed: int, curves: dict[str, list[float]], thresho
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
 
-    sampler_name, asha = STRATEGIES[strategy]
+    from orchestrator.searcher import OptunaSearch
+
+    sampler_name, asha, skip_repeats = STRATEGIES[strategy]
     if sampler_name.startswith("tpe"):
         startup = {"n_startup_trials": int(sampler_name[3:])} if sampler_name[3:] else {}
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, **startup)
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
-    searcher = OptunaSearch(space=_space, metric=METRIC, mode="max", sampler=sampler)
+    cls = OptunaSearch if skip_repeats else RayOptunaSearch
+    searcher = cls(space=_space, metric=METRIC, mode="max", sampler=sampler)
     scheduler = (ASHAScheduler(time_attr="epoch", max_t=EPOCHS, grace_period=1,
                                reduction_factor=2) if asha else FIFOScheduler())
     points = len(curves)
@@ -221,14 +226,15 @@ def run_search(strategy: str, seed: int, curves: dict[str, list[float]], thresho
             num_samples=MAX_TRIALS_FACTOR * points, reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=f"search-{sampler_name}-{int(asha)}-{seed}", storage_path=str(storage),
+            name=f"search-{sampler_name}-{int(asha)}-{int(skip_repeats)}-{seed}",
+            storage_path=str(storage),
             verbose=0, callbacks=[count], stop=stop,
         ),
     )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         tuner.fit()
     return {"epochs": count.reached, "trials": len(count.trials), "spent": count.epochs,
-            "distinct": len(count.points),
+            "distinct": len(count.points), "skipped": getattr(searcher, "repeats_skipped", 0),
             "trace": count.trace}
 
 
@@ -252,7 +258,8 @@ def _plot(runs: dict[str, list[dict[str, Any]]], best: float, total: int, path: 
     plt = plot_setup()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     colors = {"TPE + ASHA": "#4c72b0", "TPE (5 start-up trials) + ASHA": "#8172b3",
-              "random + ASHA": "#dd8452", "random": "#55a868"}
+              "random + ASHA": "#dd8452", "random": "#55a868",
+              PLAIN: "#937860"}
     for name, seeds in runs.items():
         for i, r in enumerate(seeds):
             ax.step([x / total for x in range(1, len(r["trace"]) + 1)],
@@ -286,7 +293,9 @@ def _repeats(runs: list[dict[str, Any]]) -> float:
 def _cell(r: dict[str, Any], total: int) -> str:
     if r["epochs"] is None:
         return f"not reached (> {r['spent'] / total:.2f}, {r['trials']} trials)"
-    return f"{r['epochs'] / total:.3f} ({r['trials']} trials, {r['distinct']} distinct)"
+    skipped = f", {r['skipped']} repeats skipped" if r.get("skipped") else ""
+    return (f"{r['epochs'] / total:.3f} ({r['trials']} trials, {r['distinct']} distinct"
+            f"{skipped})")
 
 
 def run(quick: bool, workdir: Path, refresh: bool = False) -> Result:
@@ -352,15 +361,19 @@ def run(quick: bool, workdir: Path, refresh: bool = False) -> Result:
         "to its last epoch.",
         "",
         "Each search runs through Ray Tune for real (local Ray, one trial at a time so that "
-        "the count does not depend on timing): `OptunaSearch` with the four parameters as "
-        "categoricals and Optuna's `TPESampler(multivariate=True, seed)` (defaults otherwise: "
-        "10 random start-up trials) or `RandomSampler(seed)`, with `ASHAScheduler(time_attr="
+        "the count does not depend on timing): mtsweep's searcher (`orchestrator.searcher."
+        "OptunaSearch`, which a sweep uses: a proposal that repeats a completed configuration "
+        "gets its known result and no trial) with the four parameters as categoricals and "
+        "Optuna's `TPESampler(multivariate=True, seed)` (defaults otherwise: 10 random "
+        "start-up trials) or `RandomSampler(seed)`, with `ASHAScheduler(time_attr="
         f"epoch, grace_period=1, reduction_factor=2, max_t={grid['epochs']})` or no early "
-        "stopping. A trial reports its cached curve epoch by epoch; a stopper ends the search "
+        "stopping; the last row is Ray's plain `OptunaSearch`, which trains every repeat. A "
+        "trial reports its cached curve epoch by epoch; a stopper ends the search "
         "when the best value seen reaches near-best. Compute = trial-epochs reported until "
-        f"then ÷ {total} (the whole grid); a configuration sampled twice is paid twice. A "
+        f"then ÷ {total} (the whole grid); a configuration trained twice is paid twice. A "
         f"search stops unfinished after {MAX_TRIALS_FACTOR * len(curves)} trials "
-        f"({secs:.0f} s for all searches).",
+        f"({secs:.0f} s for all searches). In the cells: trials run, distinct configurations "
+        "among them, and repeated proposals answered without a trial.",
         "",
         table,
         "",
@@ -375,11 +388,12 @@ def run(quick: bool, workdir: Path, refresh: bool = False) -> Result:
         f"{len(curves)}. "
         f"Within 3 % instead of 1 %: TPE + ASHA {within3['TPE + ASHA']:.3f}, random + ASHA "
         f"{within3['random + ASHA']:.3f}. TPE spends its first 10 trials at random (10 of "
-        f"{len(curves)} points), and {_repeats(runs['TPE + ASHA']):.0%} of its trials "
-        "re-sample a configuration it already tried (a small categorical space; neither Tune "
-        "nor Optuna de-duplicates); with 5 start-up trials it needs "
+        f"{len(curves)} points); with 5 start-up trials it needs "
         f"{med['TPE (5 start-up trials) + ASHA']:.3f} "
-        "(`search.args: {n_startup_trials: 5}` in a sweep file).",
+        "(`search.args: {n_startup_trials: 5}` in a sweep file). Without skipping repeats "
+        f"(Ray's `OptunaSearch`) TPE + ASHA needs "
+        f"{med[PLAIN]:.3f}: {_repeats(runs[PLAIN]):.0%}"
+        " of its trials re-train a configuration it already tried.",
     ])
     summary = (f"TPE + ASHA reaches within 1 % of the grid's best with {ratio:.2f} of the grid's "
                f"compute (random {med['random']:.2f}, random + ASHA {med['random + ASHA']:.2f}; "

@@ -361,7 +361,8 @@ def _run_tuner(
     """Build the searcher, scheduler and Tuner; run the trials; summarise them."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.searcher import OptunaSearch
 
     _write_meta(join_storage(storage, run_name), {
         "sweep_file": str(Path(spec.path).resolve()), "overrides": list(spec.overrides),
@@ -400,6 +401,11 @@ def _run_tuner(
     )
     results = tuner.fit()
     progress.show(force=True)
+    if searcher.repeats_skipped:
+        print(f"search: {searcher.repeats_skipped} proposal(s) repeated a configuration already "
+              "trained; its result was reused, no trial run", flush=True)
+        tracker.attempt("search repeats", lambda: tracker.client.log_metric(
+            tracker.parent_run_id, "search_repeats_skipped", searcher.repeats_skipped))
     return finish(results, spec, tracker, opts.experiment or spec.tracking.experiment or spec.name,
                   num_samples, join_storage(storage, run_name))
 

@@ -182,13 +182,16 @@ def test_one_worker_trials_share_a_warm_process_and_keep_their_checkpoints(
     """`resources.workers: 1` (ray_train: auto): each trial trains in its Ray Tune trial process,
     the next trial reuses that process (no Ray Train worker group is started), and every trial
     keeps its epoch checkpoints as Ray Train would — the best by the checkpoint metric and the
-    latest, each marked complete — while MLflow gets one run per trial, each epoch once."""
+    latest, each marked complete — while MLflow gets one run per trial, each epoch once. The
+    search never trains a configuration twice."""
     from mlflow.tracking import MlflowClient
 
     base = tiny_dict(demo_dir, epochs=3)
     sweep = {"name": "warm", "base": base,
              "space": {"optim.lr": [1e-4, 1e-3, 3e-3]},
-             "search": {"algorithm": "grid", "max_concurrent": 1},
+             # Random search on 3 points proposes repeats (seed 0: the 3rd proposal is one).
+             "search": {"algorithm": "random", "num_samples": 3, "max_concurrent": 1,
+                        "seed": 0},
              "resources": {"workers": 1, "cpus_per_worker": 1},
              "checkpoints": {"keep": 1, "metric": "overall", "mode": "max"}}
     path = tmp_path / "warm.yaml"
@@ -197,6 +200,9 @@ def test_one_worker_trials_share_a_warm_process_and_keep_their_checkpoints(
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert [t["status"] for t in out["trials"]] == ["FINISHED"] * 3
+    # No configuration trained twice: the repeats got the known result, and no trial.
+    assert sorted(float(t["params"]["optim.lr"]) for t in out["trials"]) == [1e-4, 1e-3, 3e-3]
+    assert "proposal(s) repeated a configuration already trained" in r.stdout
 
     folder = next((tmp_path / "runs").glob("warm-*"))
     pids = set()
@@ -205,6 +211,7 @@ def test_one_worker_trials_share_a_warm_process_and_keep_their_checkpoints(
     assert len(pids) == 1, f"the three trials ran in one reused process, not {pids}"
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(out["parent_run_id"]).data.metrics["search_repeats_skipped"] >= 1
     train_dirs = sorted((tmp_path / "runs" / "train").glob("train-*"))
     assert len(train_dirs) == 3
     for trial in out["trials"]:
