@@ -1,6 +1,6 @@
 """Benchmark "scale": what grows with the size of a sweep, measured on this machine.
 
-(a) Driver overhead: Ray Tune with OptunaSearch (TPE over the space of
+(a) Driver overhead: Ray Tune with mtsweep's OptunaSearch (TPE over the space of
     `search_spaces/full.yaml`) and ASHA, on a local multi-node Ray (`ray.cluster_utils.Cluster`:
     a head with no CPUs for trials + 3 nodes of 2 logical CPUs), running trials that only sleep
     and report (3 reports, 0.05 s apart) for 10 → 100 → 300 trials (--quick: 10 → 30;
@@ -89,12 +89,16 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
     import ray
     from ray import tune
     from ray.cluster_utils import Cluster
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
+    from orchestrator.searcher import OptunaSearch
     from orchestrator.space import load_sweep, make_sampler
 
     spec = load_sweep(FULL_YAML)
+    # The driver as `mtsweep launch` configures it: mtsweep's searcher, and of Tune's own
+    # per-result files only result.json.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     t0 = time.perf_counter()
     temp = tempfile.mkdtemp(prefix="mtsw-bench-", dir="/tmp")
     cluster = None
@@ -123,7 +127,7 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
                     reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(name=f"driver-{n}", storage_path=str(storage),
-                                          verbose=0, callbacks=[count]),
+                                          verbose=0, callbacks=[count, JsonLoggerCallback()]),
             )
             t1, c1 = time.perf_counter(), time.process_time()
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
