@@ -28,7 +28,7 @@ def run(quick: bool, workdir: Path) -> Result:
     from bench.bench_trainable import Settings, run_bare
     from trainables.config import TrialConfig
 
-    reps = 1 if quick else 5
+    reps = 1 if quick else 3
     train_limit = 256 if quick else 1200
     data = demo_data(workdir)
     trial = trial_dict(data, train_limit, 16, epochs=1)
