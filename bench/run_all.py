@@ -23,6 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
+import json  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -131,12 +132,26 @@ def render(results: list[tuple[Result, float]], args: argparse.Namespace, machin
         "",
         "## Overview",
         "",
-        "| benchmark | measured ratio | target | met? | summary |",
-        "|---|---:|---|---|---|",
+    ]
+    before = load_before() if not args.quick else None
+    if before:
+        lines += [f"*Before*: the full run of {before['date']} ({before['label']}; "
+                  f"`{before['report']}`), from `bench/before.json`.", ""]
+    lines += [
+        "| benchmark | measured ratio | " + ("before | " if before else "")
+        + "target | met? | summary |",
+        "|---|---:|" + ("---:|" if before else "") + "---|---|---|",
     ]
     for res, _ in results:
+        was = ""
+        if before:
+            old = before["ratios"].get(res.key)
+            note = before.get("notes", {}).get(res.key)
+            was = (_fmt_ratio(old) + (f" ({note})" if note else "") if old is not None
+                   else "–") + " | "
         lines.append(
-            f"| [{res.key}](#{_anchor(res)}) | {_fmt_ratio(res.ratio)} | {res.target or '–'} | "
+            f"| [{res.key}](#{_anchor(res)}) | {_fmt_ratio(res.ratio)} | {was}"
+            f"{res.target or '–'} | "
             f"{verdict(res.met) if not res.summary.startswith('error:') else 'error'} | "
             f"{res.summary.replace('|', '/')} |"
         )
@@ -148,6 +163,18 @@ def render(results: list[tuple[Result, float]], args: argparse.Namespace, machin
             lines += [f"![{Path(rel).stem}]({rel})", ""]
         lines += [f"_{res.key}: {secs:.0f} s._", ""]
     return "\n".join(lines)
+
+
+BEFORE_FILE = REPO / "bench" / "before.json"
+
+
+def load_before() -> dict | None:
+    """The ratios of an earlier full run to show beside this one (`bench/before.json`: label,
+    date, report, ratios by key, optional notes by key), or None."""
+    try:
+        return json.loads(BEFORE_FILE.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _heading(res: Result) -> str:

@@ -47,3 +47,27 @@ def test_run_all_quick(tmp_path: Path) -> None:
         assert f"(plots/{name})" in report
     # Progress lines on stderr, one per benchmark.
     assert all(f"[bench] {key}: " in proc.stderr for key in KEYS)
+
+
+def test_full_report_shows_the_earlier_run_beside_each_ratio() -> None:
+    """A full run's overview has a *before* column from `bench/before.json`; a quick one not."""
+    import argparse
+    import json
+    from datetime import datetime, timezone
+
+    from bench.common import Result
+    from bench.run_all import BEFORE_FILE, render
+
+    before = json.loads(BEFORE_FILE.read_text())
+    results = [(Result(key="tax", title="1. Wrapper tax", ratio=0.97, target="≥ 0.95", met=True,
+                       summary="s", details_md="d"), 1.0),
+               (Result(key="new", title="new", ratio=2.0, target="", met=None, summary="s",
+                       details_md="d"), 1.0)]
+    args = {q: argparse.Namespace(quick=q) for q in (False, True)}
+    full = render(results, args[False], "m", "c", datetime.now(timezone.utc), 1.0, {})
+    rows = [line for line in full.splitlines() if line.startswith("| [")]
+    assert f"| {before['ratios']['tax']:.3g} ({before['notes']['tax']}) |" in rows[0]
+    assert "| 2 | – |" in rows[1], "a benchmark the earlier run did not have"
+    assert before["date"] in full
+    quick = render(results, args[True], "m", "c", datetime.now(timezone.utc), 1.0, {})
+    assert "before" not in quick.split("## Overview")[1].split("\n\n")[1]
