@@ -191,3 +191,69 @@ def test_checkpoints_are_kept_per_the_sweep_policy(faulty_sweep):
     for train_dir in _train_dirs(faulty_sweep["storage"]):
         kept = sorted(p.name for p in train_dir.glob("epoch-*"))
         assert 1 <= len(kept) <= 2 and f"epoch-{EPOCHS}" in kept, (train_dir, kept)
+
+
+def test_killed_one_worker_trial_process_is_rerun_from_its_checkpoint(tmp_path, demo_dir,
+                                                                      cache_dir):
+    """A one-worker trial trains in its Ray Tune trial process (no Ray Train worker group). That
+    process is SIGKILLed after the trial's first checkpoint: Ray Tune re-runs the trial
+    (`worker_restarts` + `trial_retries` times at most), which goes on from its own checkpoint in
+    the same MLflow run and ends with exactly the metrics of an undisturbed copy of it."""
+    from mlflow.tracking import MlflowClient
+
+    base = tiny_dict(demo_dir, epochs=EPOCHS)
+    base["data"]["train_limit"] = {"sst": 800, "para": 800, "sts": 800}
+    base["data"]["dev_limit"] = {"sst": 64, "para": 64, "sts": 64}
+    sweep = {"name": "killed", "base": base,
+             # Two copies of one trial (a tag is recorded, not applied): one is disturbed.
+             "space": {"tag.copy": ["first", "second"]},
+             "search": {"algorithm": "grid", "max_concurrent": 1},
+             "resources": {"workers": 1, "cpus_per_worker": 1},
+             "failures": {"worker_restarts": 1, "trial_retries": 0}}
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    storage, log = tmp_path / "runs", tmp_path / "launch.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "MTSWEEP_CACHE": str(cache_dir)}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+
+    def first_checkpoint():
+        done = sorted(storage.glob("train/train-*/epoch-*/done.json"))
+        return done[0].parents[1].name.removeprefix("train-") if done else None
+
+    def trial_pid(trial_id):
+        def check():
+            for result in storage.glob(f"killed-*/run_trial_{trial_id}*/result.json"):
+                lines = result.read_text().splitlines()
+                if lines:
+                    return json.loads(lines[-1])["pid"]
+            return None
+        return check
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "launch", str(path), "--json",
+             "--storage", str(storage)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+            stderr=out, text=True)
+    try:
+        trial_id = _wait_for(first_checkpoint, "the first trial's first checkpoint", proc, log)
+        pid = _wait_for(trial_pid(trial_id), "the trial's process id", proc, log)
+        os.kill(pid, signal.SIGKILL)
+        stdout, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, log.read_text()[-5000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {r.data.tags["mtsweep.ray_trial_id"]: r for r in client.search_runs(
+        ["1"], f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")}
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
+    killed = runs.pop(trial_id)
+    other = next(iter(runs.values()))
+    assert killed.data.tags.get("mtsweep.resumed_from", "").startswith("epoch-"), killed.data.tags
+    assert "mtsweep.resumed_from" not in other.data.tags
+    steps = _steps(client, killed)
+    assert steps == list(range(1, EPOCHS + 1)), f"an epoch was trained (logged) twice: {steps}"
+    assert _final(killed) == pytest.approx(_final(other), abs=1e-6)
