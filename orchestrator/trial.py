@@ -10,6 +10,7 @@ epoch's metrics and checkpoint; every rank calls `report`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -250,22 +251,29 @@ def train_loop(loop: dict[str, Any], session: TrainSession | TuneSession) -> Non
         out_dir=str(out_dir), checkpoint_dir=str(staging / "checkpoints"),
         resume_from=resume_from, keep_checkpoints=1, progress_lines=0,
     )
-    summary = train(config, runtime, callbacks=[report])
-    if not reported[0]:
-        # Resumed from the last epoch's checkpoint (the trial had finished training when it
-        # was stopped): nothing was trained, so tell Tune the final result again.
-        session.report({k: v for k, v in summary.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    if rank == 0 and loop.get("log_model"):
-        model_dir = str(out_dir / "model")
-        tracker.attempt("model", lambda: tracker.client.log_artifacts(run_id, model_dir, "model"))
-    if rank == 0:
-        tracker.flush()
-    # Ray holds the checkpoints; the local copies would fill the disk over a long sweep.
-    shutil.rmtree(out_dir, ignore_errors=True)
-    shutil.rmtree(staging / f"resume-rank{rank}", ignore_errors=True)
-    if rank == 0:
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+    try:
+        summary = train(config, runtime, callbacks=[report])
+        if not reported[0]:
+            # Resumed from the last epoch's checkpoint (the trial had finished training when
+            # it was stopped): nothing was trained, so tell Tune the final result again.
+            session.report({k: v for k, v in summary.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if rank == 0 and loop.get("log_model"):
+            model_dir = str(out_dir / "model")
+            tracker.attempt("model", lambda: tracker.client.log_artifacts(
+                run_id, model_dir, "model"))
+        if rank == 0:
+            tracker.flush()
+    finally:
+        # Also when the trial fails or a scheduler stops it (which, in the trial's own
+        # process, ends `train` from within the report): Ray holds the checkpoints, and the
+        # local copies would fill the disk over a long sweep.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.rmtree(staging / f"resume-rank{rank}", ignore_errors=True)
+        if rank == 0:
+            shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            staging.rmdir()  # the last rank out on this node removes the folder
 
 
 def optuna_trial_number(searcher: Any, trial_id: str) -> int | None:

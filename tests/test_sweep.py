@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -169,6 +171,11 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, demo_dir, cac
     assert "loss of task" in diverged and "at epoch 1, step 10" in diverged, diverged[-500:]
     assert client.get_run(out["parent_run_id"]).info.status == "FINISHED"
     assert out["best_run_id"] == by_case["ok"]["run_id"]
+    # Each trial's local staging folder (epoch outputs, checkpoint copies) is gone, failed or not.
+    staging = Path(tempfile.gettempdir()) / "mtsweep-trials"
+    for t in out["trials"]:
+        trial_id = client.get_run(t["run_id"]).data.tags["mtsweep.ray_trial_id"]
+        assert not (staging / trial_id).exists(), (t["params"]["tag.case"], trial_id)
     # Ray Tune recorded the errors, and the Optuna study knows those trials failed.
     folder = next((tmp_path / "runs").glob("failing-*"))
     assert len(list(folder.glob("run_trial_*/error.txt"))) == 2
