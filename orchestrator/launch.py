@@ -218,6 +218,10 @@ _LOCAL_RAY_TEMP: list[str] = []
 def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     import ray
 
+    # MLflow records every result; of Ray Tune's own per-result files only result.json is
+    # kept (its JsonLoggerCallback is in the RunConfig; the CSV and TensorBoard writers cost
+    # the driver ~3 ms per result).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=opts.verbose)
@@ -384,9 +388,6 @@ def _run_tuner(
     ctx = TrialContext(spec=spec, tracker=tracker, storage=storage, cache_dir=cache_dir,
                        git_commit=commit)
     trainable = make_trainable(ctx)
-    # MLflow records every result; of Ray Tune's own per-result files only result.json is
-    # kept (its CSV and TensorBoard writers cost the driver ~3 ms per result).
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

@@ -104,7 +104,6 @@ def resume(path: str | Path, tracking_uri: str | None = None, address: str | Non
               f"{meta['parent_run_id']}", flush=True)
         ctx = TrialContext(spec=spec, tracker=tracker, storage=meta["storage"],
                            cache_dir=meta["cache_dir"], git_commit=meta["git_commit"])
-        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # as at launch
         tuner = tune.Tuner.restore(str(folder), trainable=make_trainable(ctx),
                                    resume_unfinished=True, resume_errored=False)
         return closing_sweep_run(tracker, lambda: finish(

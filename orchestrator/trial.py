@@ -49,6 +49,13 @@ def join_storage(storage: str, *parts: str) -> str:
     return str(Path(storage, *parts))
 
 
+TRAIN_FOLDER = "train"  # STORAGE/train/train-<trial id>/epoch-K: every trial's checkpoints
+
+
+def train_run_name(trial_id: str) -> str:
+    return f"train-{trial_id}"
+
+
 def trial_params(spec: SweepSpec, params: dict[str, Any], config) -> dict[str, Any]:
     """Every run gets the same param columns: the trial config's key paths, the sweep's tag
     parameters, and a placeholder for each search-space key that is inactive here."""
@@ -97,7 +104,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     ckpt = ctx.spec.checkpoints
     if not r.uses_ray_train:
         train_loop(loop, TuneSession(TrialCheckpoints(
-            join_storage(ctx.storage, "train", f"train-{trial_id}"),
+            join_storage(ctx.storage, TRAIN_FOLDER, train_run_name(trial_id)),
             keep=ckpt.keep, metric=ckpt.metric, mode=ckpt.mode)))
         return
 
@@ -117,8 +124,8 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         ),
         run_config=ray.train.RunConfig(
             # A fixed name and storage path: a retried trial finds its own checkpoints.
-            name=f"train-{trial_id}",
-            storage_path=join_storage(ctx.storage, "train"),
+            name=train_run_name(trial_id),
+            storage_path=join_storage(ctx.storage, TRAIN_FOLDER),
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(
                 max_failures=ctx.spec.failures.worker_restarts),
