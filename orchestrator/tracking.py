@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -385,22 +384,20 @@ class SweepTracker:
                      lambda: self.client.log_batch(run_id, metrics=batch))
 
     def log_epoch_artifacts(self, run_id: str, out_dir: Path) -> None:
-        """Confusion matrices (JSON + PNG) and dev predictions (Parquet) of the latest epoch, in
-        one upload (each MLflow artifact call looks the run up again)."""
-        staging = out_dir / "epoch-artifacts"
-        shutil.rmtree(staging, ignore_errors=True)
+        """Confusion matrices (JSON + PNG) and dev predictions (Parquet) of the latest epoch."""
         confusion = out_dir / "confusion.json"
         if confusion.exists():
-            (staging / "confusion").mkdir(parents=True)
-            shutil.copy2(confusion, staging / "confusion" / confusion.name)
+            self.attempt("confusion matrices", lambda: self.client.log_artifact(
+                run_id, str(confusion), "confusion"))
             for task, matrix in json.loads(confusion.read_text()).items():
-                plot_confusion(matrix, task, staging / "confusion" / f"confusion-{task}.png")
+                png = out_dir / f"confusion-{task}.png"
+                plot_confusion(matrix, task, png)
+                self.attempt("confusion plots", lambda png=png: self.client.log_artifact(
+                    run_id, str(png), "confusion"))
         preds = out_dir / "predictions"
         if preds.is_dir():
-            shutil.copytree(preds, staging / "predictions")
-        if staging.is_dir():
-            self.attempt("confusion matrices and predictions",
-                         lambda: self.client.log_artifacts(run_id, str(staging)))
+            self.attempt("predictions", lambda: self.client.log_artifacts(
+                run_id, str(preds), "predictions"))
 
     def finish_trial(self, run_id: str, status: str, tags: Mapping[str, str] | None = None,
                      error: str | None = None) -> None:
