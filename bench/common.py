@@ -153,3 +153,12 @@ def plot_setup():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path) -> None:
+    """Lay out, write (PNG, 110 dpi) and close a figure made with `plot_setup()`."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, Result, md_table, plot_setup, verdict
+from bench.common import REPO, Result, md_table, plot_setup, save_figure, verdict
 
 FULL_YAML = REPO / "search_spaces" / "full.yaml"
 SLEEP_S = 0.05
@@ -381,9 +381,7 @@ def _plot_driver(rows: list[dict[str, float]], path: Path) -> None:
     ax.set_title("Ray Tune + OptunaSearch (TPE) + ASHA, sleeping trials")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _window_medians(times: list[float], width: int = 10) -> list[tuple[int, float]]:
@@ -403,9 +401,7 @@ def _plot_optuna(times: list[float], path: Path) -> None:
     ax.set_title("Optuna TPE (multivariate) on the space of full.yaml")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_mlflow(rates: dict[str, dict[str, Any]], path: Path) -> None:
@@ -426,9 +422,7 @@ def _plot_mlflow(rates: dict[str, dict[str, Any]], path: Path) -> None:
     ax.set_title("MLflow store write rate")
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _rates_text(r: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, Result, cpu_model, md_table, plot_setup, verdict
+from bench.common import REPO, Result, cpu_model, md_table, plot_setup, save_figure, verdict
 
 DEMO_YAML = REPO / "search_spaces" / "trials" / "tiny_demo.yaml"
 GRID_FILE = REPO / "bench" / "cache" / "search_grid.json"
@@ -274,9 +274,7 @@ def _plot(runs: dict[str, list[dict[str, Any]]], best: float, total: int, path: 
                  f"({len(next(iter(runs.values())))} seeds)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _rank_first_epoch(curves: dict[str, list[float]], key: str) -> int:
