@@ -4,15 +4,18 @@ Runs `trainables.train.train` (the function every trial runs) on the CS224N data
 BERT-base-sized encoder (randomly initialised: throughput does not depend on the weights; the
 uncased WordPiece tokenizer of all-MiniLM-L6-v2, which is BERT-base's vocabulary):
 
-  fast      bf16 autocast, PyTorch SDPA attention, length-bucketed batches
   baseline  fp32, eager attention, unbucketed batches (each padded to its longest row)
+  fast      bf16 autocast, PyTorch SDPA attention, length-bucketed batches
+  compiled  fast, with the encoder compiled by torch.compile (`Runtime(compile=True)`)
 
 MFU = 6 × encoder parameters × real (non-padding) training tokens per second ÷ the GPU's dense
-bf16 peak. Tokens are counted by a hook on the encoder's forward in training mode; each
-configuration is timed over its second epoch (the first one warms up kernels and caches).
-Also checks that two identical runs on the GPU agree within the reproduction tolerance.
+bf16 peak (also given with the embedding parameters left out, which do no matrix products).
+Each configuration trains 2 epochs of `--steps` optimizer steps and is timed over the second
+(the first warms up kernels, caches and compilation). Also checks that two identical runs on
+the GPU agree within the reproduction tolerance.
 
-    python bench/gpu.py --data DIR --tokenizer DIR [--out gpu.md] [--quick]
+    python bench/gpu.py --data DIR --tokenizer DIR [--out gpu.md] [--json gpu.json] [--quick]
+    python bench/gpu.py --data DIR --smoke      # checks the script on a CPU (tiny encoder)
 
 Needs torch, transformers, accelerate, pyarrow, numpy and pyyaml (not Ray, Optuna or MLflow).
 """
@@ -62,70 +65,155 @@ def peak_flops() -> tuple[str, float | None]:
     return name, None
 
 
-def measure(config, runtime) -> dict:
-    """Train `config`; the second epoch's examples/s and real / computed tokens per second."""
+def matmul_ceiling() -> float | None:
+    """bf16 TFLOP/s of an 8192³ matrix product on this GPU (median of 10 after warm-up): the
+    practical ceiling beside the datasheet peak."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    times.sort()
+    return 2 * n**3 / times[len(times) // 2]
+
+
+def measure(config, runtime, profile: Path | None = None) -> dict:
+    """Train `config` for 2 epochs; the second epoch's examples/s, real and computed tokens/s.
+
+    Tokens are counted as each training step's batches enter the model: real = attention-mask
+    ones (summed on the device, read once per epoch: no extra waits on the GPU), computed =
+    the shapes the encoder runs (a bi-encoder's two sides stacked to a common length)."""
     import torch
 
     import trainables.train as T
-    from trainables.train import train
 
-    counts = {"real": 0, "computed": 0}
+    counts: dict = {"real": 0, "computed": 0}
     per_epoch: list[dict] = []
-    original = T.load_encoder
+    original = T.MultiTaskModel
+    steps = config.schedule.steps_per_epoch
+    # --profile: up to 10 steps inside the timed epoch, under torch.profiler.
+    first = steps + steps // 4 + 1
+    window = (first, first + min(10, steps // 2)) if profile else None
+    profiler: dict = {"step": 0}
 
-    def load_with_counter(*args, **kwargs):
-        tokenizer, encoder = original(*args, **kwargs)
-
-        def hook(module, args, kwargs):
-            if module.training:
-                mask = kwargs.get("attention_mask")
-                ids = kwargs.get("input_ids", args[0] if args else None)
-                if mask is not None:
-                    counts["real"] += int(mask.sum())
-                if ids is not None:
-                    counts["computed"] += ids.numel()
-
-        encoder.register_forward_pre_hook(hook, with_kwargs=True)
-        return tokenizer, encoder
+    class Counting(original):
+        def forward(self, step):
+            if self.training and window:
+                i = profiler["step"] = profiler["step"] + 1
+                if i == window[0]:
+                    kinds = [torch.profiler.ProfilerActivity.CPU]
+                    if torch.cuda.is_available():
+                        kinds.append(torch.profiler.ProfilerActivity.CUDA)
+                    profiler["p"] = torch.profiler.profile(activities=kinds)
+                    _sync()
+                    profiler["p"].__enter__()
+                    profiler["t0"] = time.perf_counter()
+                elif i == window[1]:
+                    _sync()
+                    profiler["wall"] = time.perf_counter() - profiler["t0"]
+                    profiler["p"].__exit__(None, None, None)
+            if self.training:
+                for batch in step.values():
+                    if "input_ids_a" in batch:
+                        a, b = batch["attention_mask_a"], batch["attention_mask_b"]
+                        counts["real"] = counts["real"] + a.sum() + b.sum()
+                        counts["computed"] += 2 * a.shape[0] * max(a.shape[1], b.shape[1])
+                    else:
+                        counts["real"] = counts["real"] + batch["attention_mask"].sum()
+                        counts["computed"] += batch["attention_mask"].numel()
+            return super().forward(step)
 
     def on_epoch(rep) -> None:
-        per_epoch.append({**rep.metrics, "real": counts["real"], "computed": counts["computed"]})
+        per_epoch.append({**rep.metrics, "real": int(counts["real"]),
+                          "computed": counts["computed"]})
         counts["real"] = counts["computed"] = 0
 
-    T.load_encoder = load_with_counter
+    T.MultiTaskModel = Counting
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            train(config, runtime, callbacks=[on_epoch])
+            T.train(config, runtime, callbacks=[on_epoch])
     finally:
-        T.load_encoder = original
+        T.MultiTaskModel = original
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+    if profile and "wall" in profiler:
+        _write_profile(profiler["p"], profiler["wall"], window[1] - window[0], profile)
     last = per_epoch[-1]
     seconds = last["epoch_seconds"]
     return {
-        "examples_per_s": last["examples_per_second"],
+        "examples_per_s": _epoch_examples(per_epoch) / seconds,
         "real_tokens_per_s": last["real"] / seconds,
         "computed_tokens_per_s": last["computed"] / seconds,
         "epoch_seconds": seconds,
+        "step_ms": 1e3 * seconds / steps if steps else None,
+        "first_epoch_seconds": per_epoch[0]["epoch_seconds"],
         "padding_efficiency": last["real"] / max(1, last["computed"]),
         "metrics": {k: last[k] for k in ("sst_acc", "para_acc", "sts_corr", "overall")},
     }
 
 
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _write_profile(prof, wall: float, steps: int, path: Path) -> None:
+    """GPU busy time ÷ wall time over the profiled steps, and the kernels that took longest."""
+    events = prof.key_averages()
+    busy = sum(e.self_device_time_total for e in events) / 1e6
+    cpu_ops = sum(e.self_cpu_time_total for e in events) / 1e6
+    text = (f"{steps} steps in {wall * 1e3:.1f} ms ({wall * 1e3 / steps:.1f} ms/step); GPU busy "
+            f"{busy * 1e3:.1f} ms ({busy / wall:.0%} of the wall time); CPU time in torch ops "
+            f"{cpu_ops * 1e3:.1f} ms; GPU kernels "
+            f"{sum(e.count for e in events if str(e.device_type).endswith('CUDA'))}\n\n")
+    text += events.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=60)
+    path.write_text(text)
+    print(text.split("\n\n")[0], file=sys.stderr, flush=True)
+
+
+def _epoch_examples(per_epoch: list[dict]) -> float:
+    """Examples trained in the last epoch (examples_per_second is cumulative over epochs)."""
+    last = per_epoch[-1]
+    total = last["examples_per_second"] * last["train_seconds"]
+    before = per_epoch[-2]["examples_per_second"] * per_epoch[-2]["train_seconds"] \
+        if len(per_epoch) > 1 else 0.0
+    return total - before
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="CS224N data folder")
-    p.add_argument("--tokenizer", type=Path, required=True,
+    p.add_argument("--tokenizer", type=Path, default=None,
                    help="folder with BERT-base-uncased tokenizer files (vocab.txt …)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--batches", default="32,128,256",
+    p.add_argument("--batches", default="32,256,1024",
                    help="batch sizes of the fast configuration (comma-separated)")
+    p.add_argument("--compiled", default="256,1024",
+                   help="batch sizes of the fast configuration with torch.compile ('' for none)")
+    p.add_argument("--steps", type=int, default=80, help="optimizer steps per timed epoch")
     p.add_argument("--no-baseline", action="store_true", help="skip the fp32 baseline")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="also profile 10 steps of the fast configuration at the largest batch "
+                        "and write the GPU busy fraction and top kernels to this file")
     p.add_argument("--no-repro", action="store_true", help="skip the two-run agreement check")
-    p.add_argument("--epoch-length", default="shortest",
-                   help="schedule.epoch_length (longest: more steps at large batches)")
+    p.add_argument("--smoke", action="store_true",
+                   help="check the script on a CPU: the tiny encoder, a few steps, no GPU numbers")
     a = p.parse_args(argv)
 
     import torch
@@ -134,85 +222,145 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.encoder import count_parameters
     from trainables.runtime import Runtime
 
-    if not torch.cuda.is_available():
-        print("no GPU: nothing to measure", file=sys.stderr)
+    if not torch.cuda.is_available() and not a.smoke:
+        print("no GPU: nothing to measure (--smoke checks the script on a CPU)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="mtsweep-gpu-"))
-    folder = bert_base_folder(a.tokenizer, work)
-    gpu, peak = peak_flops()
-    limit = 2000 if a.quick else 8000
+    if a.smoke:
+        encoder, gpu, peak, ceiling = "tiny", "CPU (smoke run)", None, None
+    else:
+        if a.tokenizer is None:
+            p.error("--tokenizer is required on a GPU")
+        encoder = str(bert_base_folder(a.tokenizer, work))
+        gpu, peak = peak_flops()
+        ceiling = matmul_ceiling()
+    steps = 4 if a.smoke else (a.steps // 2 if a.quick else a.steps)
     base = TrialConfig.load(REPO / "search_spaces" / "trials" / "bert_base_cs224n.yaml")
 
     def config(batch: int, bucket: bool, epochs: int = 2):
         return base.replace({
-            "encoder.name": str(folder), "epochs": epochs, "batch_size": batch,
+            "encoder.name": encoder, "epochs": epochs, "batch_size": batch,
             "data.dir": str(a.data), "data.bucket": bucket,
-            "data.train_limit": {"sst": limit, "para": limit, "sts": limit},
-            "data.dev_limit": {"sst": 256, "para": 256, "sts": 256},
-            "schedule.epoch_length": a.epoch_length,
+            "data.dev_limit": {"sst": 512, "para": 512, "sts": 512},
+            "schedule.epoch_length": "fixed", "schedule.steps_per_epoch": steps,
         })
 
-    from transformers import AutoModel
+    import trainables.encoder as E
 
-    n_params = count_parameters(AutoModel.from_pretrained(folder))
+    tokenizer, model = E.load_encoder(config(32, True).encoder)
+    n_params = count_parameters(model)
+    embedding = count_parameters(model.embeddings)
+    del model
     cache = str(work / "cache")
-    fast = Runtime(mixed_precision="bf16", attention="sdpa", cache_dir=cache, progress_lines=0)
-    slow = Runtime(mixed_precision="no", attention="eager", cache_dir=cache, progress_lines=0)
+    cpu = True if a.smoke else None
+    fast_precision = "no" if a.smoke else "bf16"
+
+    def rt(precision, attention, compiled=False):
+        return Runtime(cpu=cpu, mixed_precision=precision, attention=attention, cache_dir=cache,
+                       progress_lines=0, compile=compiled)
+
     torch.backends.cuda.matmul.allow_tf32 = False
     rows = []
-    plan = [] if a.no_baseline else [("baseline: fp32, eager, unbucketed", slow, 32, False)]
-    plan += [("fast: bf16, SDPA, bucketed", fast, int(b), True) for b in a.batches.split(",")]
-    for name, rt, batch, bucket in plan:
+    plan = [] if a.no_baseline else [
+        ("baseline: fp32, eager, unbucketed", rt("no", "eager"), 32, False)]
+    plan += [("fast: bf16, SDPA, bucketed", rt(fast_precision, "sdpa"), int(b), True)
+             for b in a.batches.split(",") if b]
+    compiled = [("fast + torch.compile", rt(fast_precision, "sdpa", True), int(b), True)
+                for b in a.compiled.split(",") if b]
+
+    def reproduction() -> float:
+        """The same bf16 trial twice on this GPU: the largest difference in a dev metric."""
+        if a.no_repro:
+            return float("nan")
+        twice = [measure(config(32, True, epochs=1), rt(fast_precision, "sdpa"))["metrics"]
+                 for _ in range(2)]
+        return max(abs(twice[0][k] - twice[1][k]) for k in twice[0])
+
+    diff = float("nan")
+    # The reproduction check runs before the compiled configurations, which take minutes to
+    # start: a run cut short still has it.
+    for item in [*plan, None, *compiled]:
+        if item is None:
+            diff = reproduction()
+            continue
+        name, runtime, batch, bucket = item
         t0 = time.perf_counter()
-        r = measure(config(batch, bucket), rt)
+        try:
+            r = measure(config(batch, bucket), runtime)
+        except Exception as e:  # noqa: BLE001 - report the configuration that broke, go on
+            print(f"{name}, batch {batch}: failed: {type(e).__name__}: {e}", file=sys.stderr,
+                  flush=True)
+            continue
         r.update(name=name, batch=batch, wall=time.perf_counter() - t0,
-                 mfu=(6 * n_params * r["real_tokens_per_s"] / peak) if peak else None)
+                 mfu=(6 * n_params * r["real_tokens_per_s"] / peak) if peak else None,
+                 mfu_non_embedding=(6 * (n_params - embedding) * r["real_tokens_per_s"] / peak)
+                 if peak else None)
         rows.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "metrics"}), file=sys.stderr,
               flush=True)
+        if a.json:  # after each configuration: a run cut short keeps what it measured
+            _write_json(a.json, gpu, n_params, embedding, ceiling, rows, diff)
 
-    # Reproduction on the GPU: the same trial twice.
-    diff = float("nan")
-    if not a.no_repro:
-        twice = [measure(config(32, True, epochs=1), fast)["metrics"] for _ in range(2)]
-        diff = max(abs(twice[0][k] - twice[1][k]) for k in twice[0])
+    if a.profile:
+        largest = max(int(b) for b in a.batches.split(",") if b)
+        measure(config(largest, True), rt(fast_precision, "sdpa"), profile=a.profile)
+        if compiled:
+            measure(config(largest, True), rt(fast_precision, "sdpa", True),
+                    profile=a.profile.with_suffix(".compiled" + a.profile.suffix))
 
-    base_row = rows[0]
-    best = max(rows[0 if a.no_baseline else 1:], key=lambda r: r["real_tokens_per_s"])
-    lines = [
-        "## 7. GPU: BERT-base throughput and MFU",
-        "",
-        f"GPU: {gpu}; torch {torch.__version__}; BERT-base encoder, {n_params / 1e6:.1f} M "
-        f"parameters; dense bf16 peak {peak / 1e12:.0f} TFLOP/s" if peak else f"GPU: {gpu}",
-        f"CS224N data, {limit} training rows per task, max_length 128, round-robin; timed over "
-        "the second of 2 epochs.",
-        "",
-        "| configuration | batch | examples/s | real tokens/s | padding efficiency | MFU |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "-"
-        lines.append(f"| {r['name']} | {r['batch']} | {r['examples_per_s']:.0f} | "
-                     f"{r['real_tokens_per_s']:.0f} | {r['padding_efficiency']:.2f} | {mfu} |")
-    speed = best["real_tokens_per_s"] / base_row["real_tokens_per_s"]
-    lines += [
-        "",
-        f"Speed-up of the fast path (batch {best['batch']}) over the fp32 baseline (batch 32), "
-        f"real tokens/s: **{speed:.1f}×**. Best MFU **{100 * (best['mfu'] or 0):.1f} %** "
-        f"(target ≥ {100 * TARGET_MFU:.0f} % on an H100).",
-        f"Two identical bf16 runs on this GPU: largest metric difference {diff:.2e} "
-        f"(reproduction tolerance 1e-3).",
-        "Multi-GPU (1 GPU vs 2+ workers): only one GPU was available.",
-    ]
-    report = "\n".join(lines) + "\n"
+    report = render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps)
     print(report)
     if a.out:
         a.out.write_text(report)
     if a.json:
-        a.json.write_text(json.dumps({"gpu": gpu, "params": n_params, "rows": rows,
-                                      "repro_max_diff": diff, "speedup": speed}, indent=1))
+        _write_json(a.json, gpu, n_params, embedding, ceiling, rows, diff)
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _write_json(path: Path, gpu, n_params, embedding, ceiling, rows, diff) -> None:
+    path.write_text(json.dumps({
+        "gpu": gpu, "params": n_params, "embedding_params": embedding,
+        "matmul_tflops": ceiling and ceiling / 1e12, "rows": rows, "repro_max_diff": diff,
+    }, indent=1))
+
+
+def render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps) -> str:
+    import torch
+
+    lines = [
+        "## 7. GPU: BERT-base throughput and MFU",
+        "",
+        f"GPU: {gpu}; torch {torch.__version__}; encoder {n_params / 1e6:.1f} M parameters "
+        f"({embedding / 1e6:.1f} M of them embeddings)"
+        + (f"; dense bf16 peak {peak / 1e12:.0f} TFLOP/s" if peak else "")
+        + (f", an 8192³ bf16 matrix product here {ceiling / 1e12:.0f}" if ceiling else "") + ".",
+        f"CS224N data, max_length 128, round-robin; timed over the second of 2 epochs of "
+        f"{steps} steps.",
+        "",
+        "| configuration | batch | examples/s | real tokens/s | padding efficiency | ms/step "
+        "| MFU | MFU, non-embedding |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        def pct(v):
+            return f"{100 * v:.1f} %" if v is not None else "-"
+        lines.append(
+            f"| {r['name']} | {r['batch']} | {r['examples_per_s']:.0f} | "
+            f"{r['real_tokens_per_s']:.0f} | {r['padding_efficiency']:.2f} | "
+            f"{r['step_ms']:.1f} | {pct(r['mfu'])} | {pct(r['mfu_non_embedding'])} |")
+    fast = [r for r in rows if not r["name"].startswith("baseline")]
+    base = next((r for r in rows if r["name"].startswith("baseline")), None)
+    if fast and base:
+        best = max(fast, key=lambda r: r["real_tokens_per_s"])
+        lines += ["", f"Best: {best['name']}, batch {best['batch']}: "
+                  f"{best['real_tokens_per_s'] / base['real_tokens_per_s']:.1f}× the real "
+                  f"tokens/s of the fp32 baseline (batch {base['batch']})"
+                  + (f"; MFU **{100 * best['mfu']:.1f} %** (target ≥ {100 * TARGET_MFU:.0f} % "
+                     "on an H100)." if best["mfu"] is not None else ".")]
+    lines.append(f"Two identical bf16 runs on this GPU: largest metric difference {diff:.2e} "
+                 "(reproduction tolerance 1e-3).")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ class Runtime:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     # Attention kernel of the encoder: "auto" = PyTorch SDPA where the model supports it.
     attention: Literal["auto", "sdpa", "eager"] = "auto"
+    # Compile the encoder with torch.compile (TorchInductor kernels; worth its start-up of a
+    # minute or more on long GPU trials, not on short CPU ones).
+    compile: bool = False
     # torch intra-op threads per process; None leaves PyTorch's default.
     num_threads: int | None = None
     # Tokenized-data cache (Arrow files); default $MTSWEEP_CACHE or ~/.cache/mtsweep.

@@ -129,7 +129,14 @@ def _lr_scheduler(optimizer, config: TrialConfig, total_steps: int):
 
 
 def _to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "index"}
+    """The batch's tensors on `device`. To a GPU through page-locked memory: a copy from
+    ordinary memory first waits for all queued GPU work, which would leave the GPU idle while
+    Python prepares each next step."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {k: v.pin_memory().to(device, non_blocking=True)
+                for k, v in batch.items() if k != "index"}
+    return {k: v.to(device) for k, v in batch.items() if k != "index"}
 
 
 def train(
@@ -159,6 +166,10 @@ def train(
     set_seed(config.seed, deterministic=accelerator.device.type == "cpu")
 
     tokenizer, encoder = load_encoder(config.encoder, runtime.attention)
+    if runtime.compile:
+        # In place: the parameter names (checkpoints, saved models) stay those of the encoder.
+        # Dynamic shapes from the start: bucketed batches vary in length and size.
+        encoder.compile(dynamic=True)
     model = MultiTaskModel(config, encoder)
     modes = {t: model.input_mode(t) for t in config.tasks}
     splits = load_task_splits(config, tokenizer, modes, runtime.resolved_cache_dir())
@@ -220,6 +231,7 @@ def train(
         (out_dir / "config.yaml").write_text(config.to_yaml())
 
     metrics: dict[str, Any] = history[-1] if history else {}
+    watch = _FiniteWatch(accelerator.device)
     for epoch in range(start_epoch, config.epochs):
         model.train()
         plan = plans[epoch]
@@ -252,11 +264,12 @@ def train(
                 loss_sums[t] += loss.detach().float()
                 loss_counts[t] += 1
             if runtime.nan_check_every and (step_i + 1) % runtime.nan_check_every == 0:
-                _check_finite(out["losses"], epoch, step_i)
+                watch.check(out["losses"], epoch, step_i)
             if every and main and (step_i + 1) % every == 0:
                 rate = epoch_examples * world / (time.perf_counter() - t0)
                 say(f"  epoch {epoch + 1} step {step_i + 1}/{len(plan)} · {rate:.0f} examples/s",
                     err=True)
+        watch.flush()
         if plan:
             _check_finite(out["losses"], epoch, len(plan) - 1)
         if accelerator.device.type == "cuda":
@@ -385,6 +398,44 @@ def _mean_train_losses(accelerator, sums: dict[str, torch.Tensor], counts: dict[
 
 def _summary(metrics: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
     return {**metrics, "epochs_completed": len(history)}
+
+
+class _FiniteWatch:
+    """Stops training when a loss becomes NaN or infinite, without stalling a GPU.
+
+    On the CPU each check looks at the step's losses at once (it costs nothing). On a GPU
+    reading a value waits for all queued work, so a check only queues a copy of its verdict to
+    host memory, and the next check (or `flush`) reads it, by when the GPU has long finished
+    that step: divergence is reported at most `nan_check_every` steps late, naming the step.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.lazy = device.type == "cuda"
+        self.pending: tuple | None = None
+
+    def check(self, losses: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+        if not self.lazy:
+            _check_finite(losses, epoch, step)
+            return
+        self.flush()
+        if not losses:
+            return
+        kept = {t: loss.detach() for t, loss in losses.items()}
+        verdict = torch.stack([torch.isfinite(v).all() for v in kept.values()])
+        host = torch.empty(verdict.shape, dtype=torch.bool, pin_memory=True)
+        host.copy_(verdict, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        self.pending = (host, done, kept, epoch, step)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        host, done, kept, epoch, step = self.pending
+        self.pending = None
+        done.synchronize()
+        if not bool(host.all()):
+            _check_finite(kept, epoch, step)
 
 
 def _check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int) -> None:
