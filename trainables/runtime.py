@@ -14,7 +14,9 @@ class Runtime:
     cpu: bool | None = None
     # "auto": bf16 on a GPU that supports it, fp32 elsewhere.
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    # Attention kernel of the encoder: "auto" = PyTorch SDPA where the model supports it.
+    # Attention of the encoder: "auto" = PyTorch SDPA (scaled_dot_product_attention) with, on
+    # a GPU, its flash / memory-efficient kernels; "sdpa" = SDPA with PyTorch's own kernel
+    # choice (cuDNN first on recent GPUs); "eager" = the model's plain matmul-softmax code.
     attention: Literal["auto", "sdpa", "eager"] = "auto"
     # Compile the encoder with torch.compile (TorchInductor kernels; worth its start-up of a
     # minute or more on long GPU trials, not on short CPU ones).

@@ -147,9 +147,28 @@ def train(
     Metrics: sst_acc, para_acc, sts_corr (tasks present), overall, overall_mean,
     train_loss_<task>, epoch, epochs_completed, train_seconds, examples_per_second.
     """
+    runtime = runtime or Runtime()
+    with _attention_kernels(runtime):
+        return _train(config, runtime, callbacks)
+
+
+def _attention_kernels(runtime: Runtime):
+    """With `attention: auto` on a GPU, PyTorch's flash and memory-efficient attention kernels,
+    not cuDNN's: with a padding mask and dropout, as every batch here has, cuDNN's took 1.1 ms
+    per layer where these take a fraction of that (bench/RESULTS-gpu.md). Set for the trial
+    (also while it is compiled, which reads the choice once) and restored after it."""
+    cpu = runtime.cpu if runtime.cpu is not None else not torch.cuda.is_available()
+    if cpu or runtime.attention != "auto":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH])
+
+
+def _train(config: TrialConfig, runtime: Runtime, callbacks: Sequence[EpochCallback]):
     from accelerate.utils import set_seed
 
-    runtime = runtime or Runtime()
     if runtime.num_threads:
         torch.set_num_threads(runtime.num_threads)
     accelerator = make_accelerator(runtime)
