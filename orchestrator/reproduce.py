@@ -42,6 +42,7 @@ CONFIG_ARTIFACT = "config/trial_config.yaml"
 REPRODUCES = "mtsweep.reproduces"
 THREADS = "mtsweep.threads"  # torch threads of a reproduction ("default" when not set)
 DEVICE = "mtsweep.device"  # "cpu" | "cuda", of a reproduction
+COMPILED = "mtsweep.compile"  # "true" | "false": the encoder ran under torch.compile
 TASK_METRICS = ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean")
 # Wall-clock measurements differ on every run; never compared.
 TIMING_METRICS = frozenset({"train_seconds", "epoch_seconds", "eval_seconds",
@@ -197,20 +198,23 @@ def environment_differences(tags: dict[str, str]) -> list[str]:
     return diffs
 
 
-def recorded_resources(tracking_uri: str, run) -> tuple[int | None, bool | None]:
-    """(torch threads, used a GPU) of the recorded run: a reproduction's own tags, else a trial's
-    sweep-run params (resources.cpus_per_worker / gpus_per_worker); None where unknown."""
+def recorded_resources(tracking_uri: str, run) -> tuple[int | None, bool | None, bool]:
+    """(torch threads, used a GPU, compiled) of the recorded run: a reproduction's own tags,
+    else a trial's sweep-run params (resources.cpus_per_worker / gpus_per_worker / compile);
+    None where unknown (not compiled, when not recorded)."""
     tags = run.data.tags
     if THREADS in tags or DEVICE in tags:
         threads = int(tags[THREADS]) if tags.get(THREADS, "").isdigit() else None
-        return threads, (tags[DEVICE] == "cuda") if DEVICE in tags else None
+        return (threads, (tags[DEVICE] == "cuda") if DEVICE in tags else None,
+                tags.get(COMPILED) == "true")
     parent = tags.get(PARENT)
     if not parent:
-        return None, None
+        return None, None, False
     try:
         params = client(tracking_uri).get_run(parent).data.params
     except Exception:  # noqa: BLE001 - the sweep run is only a hint
-        return None, None
+        return None, None, False
+    compiled = params.get("resources.compile") == "True"
     threads = gpu = None
     try:
         threads = max(1, int(float(params["resources.cpus_per_worker"])))
@@ -220,7 +224,7 @@ def recorded_resources(tracking_uri: str, run) -> tuple[int | None, bool | None]
         gpu = float(params["resources.gpus_per_worker"]) > 0
     except (KeyError, ValueError):
         pass
-    return threads, gpu
+    return threads, gpu, compiled
 
 
 def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | None = None,
@@ -242,7 +246,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
         for line in environment_differences(tags):
             _warn(f"{line}; the numbers may differ")
 
-        threads, recorded_gpu = recorded_resources(uri, run)
+        threads, recorded_gpu, compiled = recorded_resources(uri, run)
         cuda = torch.cuda.is_available()
         if recorded_gpu and not cuda:
             _warn("the recorded trial trained on a GPU, this machine has none; training on the "
@@ -265,12 +269,14 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
                   "mtsweep.seed": str(config.seed),
                   "mtsweep.config_fingerprint": config.fingerprint(),
                   THREADS: str(threads or "default"), DEVICE: "cpu" if cpu else "cuda",
+                  COMPILED: str(compiled).lower(),
                   **{f"mtsweep.version.{k}": v for k, v in versions.items()}},
         )
         new_id = new.info.run_id
         print(f"reproducing run {run_id} ({run.info.run_name}) as run {new_id} in "
               f"{redact(uri)} on the {'CPU' if cpu else 'GPU'}"
-              f"{f' with {threads} thread(s)' if threads else ''}", flush=True)
+              f"{f' with {threads} thread(s)' if threads else ''}"
+              f"{', encoder compiled' if compiled else ''}", flush=True)
         tracker.log_trial_start(new_id, {k: str(v) for k, v in config.flat().items()}, {},
                                 config.to_yaml())
 
@@ -284,6 +290,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
                 tracker.log_epoch_artifacts(new_id, out_dir)
 
         runtime = Runtime(cpu=True if cpu else None, num_threads=threads, out_dir=str(out_dir),
+                          compile=compiled,
                           progress_lines=0 if quiet else 4)
         try:
             if use_ray:
@@ -333,10 +340,11 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
 
     from orchestrator.trial import train_worker
 
-    workers, cpus, gpus = 1, 1.0, 0.0
+    workers, cpus, gpus, compiled = 1, 1.0, 0.0, False
     parent = run.data.tags.get(PARENT)
     if parent:
         params = client(uri).get_run(parent).data.params
+        compiled = params.get("resources.compile") == "True"
         workers = int(float(params.get("resources.workers", workers)))
         cpus = float(params.get("resources.cpus_per_worker", cpus))
         gpus = float(params.get("resources.gpus_per_worker", gpus))
@@ -353,6 +361,7 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
                 "cache_dir": os.environ.get("MTSWEEP_CACHE")
                 or str(Path.home() / ".cache" / "mtsweep"),
                 "threads": max(1, int(cpus)), "cpu": not gpus, "trial_id": f"repro-{new_id[:8]}",
+                "compile": compiled,
                 "log_model": False, "trial_started": time.time(),
             },
             scaling_config=ray.train.ScalingConfig(

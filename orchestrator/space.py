@@ -111,7 +111,7 @@ METRICS: tuple[str, ...] = (
 _SEARCH_KEYS = ("algorithm", "metric", "mode", "num_samples", "max_concurrent", "time_budget_s",
                 "seed", "args")
 _SCHEDULER_KEYS = ("name", "metric", "mode", "args")
-_RESOURCES_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "ray_train")
+_RESOURCES_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "ray_train", "compile")
 RAY_TRAIN_MODES = ("auto", "always")
 _TRACKING_KEYS = ("experiment", "tracking_uri", "log_model")
 _FAILURES_KEYS = ("worker_restarts", "trial_retries")
@@ -335,12 +335,14 @@ class ResourcesSpec:
     `ray_train`: `auto` runs a one-worker trial inside its Ray Tune trial process (no Ray
     Train worker group to start, and Tune reuses that process for the next trial: its imports
     and caches stay warm); trials of 2+ workers always run as a Ray Train DDP worker group.
-    `always` uses Ray Train for one-worker trials too."""
+    `always` uses Ray Train for one-worker trials too. `compile`: the encoder is compiled
+    with torch.compile (faster steps on a GPU, after a start-up of a minute or more)."""
 
     workers: int = 1
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
     ray_train: str = "auto"
+    compile: bool = False
 
     @property
     def uses_ray_train(self) -> bool:
@@ -1236,8 +1238,11 @@ def _parse_resources(p: Path, raw: Any) -> ResourcesSpec:
     if mode not in RAY_TRAIN_MODES:
         raise _err(p, "resources.ray_train",
                    f"unknown mode {mode!r}; valid: {', '.join(RAY_TRAIN_MODES)}")
+    compile_ = s.get("compile", False)
+    if not isinstance(compile_, bool):
+        raise _err(p, "resources.compile", f"expected true or false, got {compile_!r}")
     return ResourcesSpec(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus,
-                         ray_train=mode)
+                         ray_train=mode, compile=compile_)
 
 
 def _parse_failures(p: Path, raw: Any) -> FailuresSpec:
@@ -1463,7 +1468,8 @@ def describe(spec: SweepSpec) -> str:
     lines.append(f"  resources: {r.workers} worker(s) × ({_fmt(r.cpus_per_worker)} CPU, "
                  f"{_fmt(r.gpus_per_worker)} GPU), "
                  + ("a Ray Train worker group per trial" if r.uses_ray_train
-                    else "run in the trial's process, reused between trials"))
+                    else "run in the trial's process, reused between trials")
+                 + ("; encoder compiled (torch.compile)" if r.compile else ""))
     t = spec.tracking
     uri = redact(t.tracking_uri) if t.tracking_uri else "(launcher)"
     lines.append(f"  tracking: experiment {t.experiment}, uri {uri}, "

@@ -173,6 +173,8 @@ def test_overrides_apply_to_the_sweep_file() -> None:
     assert load_sweep(SPACES / "quickstart.yaml", ["resources.workers=1",
                                                    "resources.ray_train=always"]
                       ).resources.uses_ray_train
+    assert not one.compile
+    assert load_sweep(SPACES / "quickstart.yaml", ["resources.compile=true"]).resources.compile
     assert spec.base["epochs"] == 1 and spec.scheduler.name == "fifo"
     assert spec.overrides[0] == "search.num_samples=2"
     assert {p["batch_size"] for p in sample_points(spec, 10)} <= {8, 16}
@@ -300,6 +302,8 @@ space:
      ["resources.gpus_per_worker"]),
     ("ray-train-mode", GOOD + "resources: {ray_train: sometimes}\n",
      ["resources.ray_train", "'sometimes'", "auto, always"]),
+    ("compile-not-bool", GOOD + "resources: {compile: yes please}\n",
+     ["resources.compile", "true or false"]),
     ("unknown-tracking-key", GOOD + "tracking: {uri: x}\n", ["tracking.uri"]),
     ("negative-restarts", GOOD + "failures: {worker_restarts: -1}\n",
      ["failures.worker_restarts", "≥ 0"]),

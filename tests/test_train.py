@@ -159,3 +159,26 @@ def test_minilm_on_cs224n_beats_chance(cache_dir, tmp_path):
     print(json.dumps(m))
     # Chance: 0.2, 0.63 (majority class of this QQP split), r = 0. Measured: 0.400/0.704/0.739.
     assert m["sst_acc"] > 0.3 and m["para_acc"] > 0.67 and m["sts_corr"] > 0.6, m
+
+
+def test_compiled_encoder_trains_the_same_model(tiny_config, tmp_path):
+    """`Runtime(compile=True)`: without dropout (whose random masks torch.compile draws
+    differently) the compiled encoder trains to the eager run's losses, and its checkpoints
+    use the same parameter names: an eager run resumes from one."""
+    cfg = tiny_config({"encoder.hidden_dropout": 0.0, "encoder.attention_dropout": 0.0,
+                       "epochs": 2})
+    import torch._dynamo
+
+    eager = train(cfg, Runtime(cpu=True, progress_lines=0))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = train(cfg, Runtime(cpu=True, progress_lines=0, compile=True,
+                                  checkpoint_dir=str(tmp_path), keep_checkpoints=2))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
+    for key in ("train_loss_sst", "train_loss_para", "train_loss_sts"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-3), key
+    assert compiled["sts_corr"] == pytest.approx(eager["sts_corr"], abs=0.02)
+    resumed = train(cfg, Runtime(cpu=True, progress_lines=0,
+                                 resume_from=str(tmp_path / "epoch-1")))
+    assert resumed["epochs_completed"] == 2
+    assert resumed["train_loss_sst"] == pytest.approx(eager["train_loss_sst"], rel=1e-3)

@@ -26,6 +26,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu", action="store_true", help="use the CPU even when a GPU is present")
     p.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
     p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the encoder with torch.compile (faster GPU steps after a "
+                        "start-up of a minute or more)")
     p.add_argument("--cache-dir", help="tokenized-data cache (default $MTSWEEP_CACHE or "
                    "~/.cache/mtsweep)")
 
@@ -39,7 +42,7 @@ def run_train(args: argparse.Namespace) -> int:
     runtime = Runtime(
         cpu=True if args.cpu else None, mixed_precision=args.precision,
         num_threads=args.threads, cache_dir=args.cache_dir, out_dir=args.out,
-        checkpoint_dir=args.checkpoint_dir, resume_from=args.resume,
+        checkpoint_dir=args.checkpoint_dir, resume_from=args.resume, compile=args.compile,
     )
     try:
         metrics = train(config, runtime)
