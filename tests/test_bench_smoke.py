@@ -28,3 +28,29 @@ def test_bench_trainable_quick(tmp_path: Path) -> None:
     assert "Padding efficiency, bucketed" in report
     assert "Speed-up per real token" in report
     assert report.startswith("# mtsweep trainable benchmark")
+
+
+def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
+    """`bench/gpu.py --smoke` runs its whole measurement path (token counting, fixed-length
+    epochs, the profile window, the report and JSON) with the tiny encoder on the CPU."""
+    data = REPO.parent / "shared" / "data" / "cs224n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out, js, prof = tmp_path / "gpu.md", tmp_path / "gpu.json", tmp_path / "profile.txt"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--data", str(data),
+         "--batches", "16,64", "--compiled", "", "--out", str(out), "--json", str(js),
+         "--profile", str(prof)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    rows = json.loads(js.read_text())["rows"]
+    assert [(r["name"].split(":")[0], r["batch"]) for r in rows] == [
+        ("baseline", 32), ("fast", 16), ("fast", 64)]
+    for r in rows:
+        assert r["real_tokens_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1
+    # Bucketing pads less than padding each batch to its longest row.
+    assert rows[1]["padding_efficiency"] > rows[0]["padding_efficiency"]
+    assert "| baseline: fp32, eager, unbucketed | 32 |" in out.read_text()
+    assert prof.read_text().startswith("2 steps in ")
