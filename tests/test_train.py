@@ -182,3 +182,25 @@ def test_compiled_encoder_trains_the_same_model(tiny_config, tmp_path):
                                  resume_from=str(tmp_path / "epoch-1")))
     assert resumed["epochs_completed"] == 2
     assert resumed["train_loss_sst"] == pytest.approx(eager["train_loss_sst"], rel=1e-3)
+
+
+def test_compiled_trials_in_one_process_stay_compiled(tiny_config):
+    """A reused trial process compiles each new encoder config afresh (dropout rates are
+    constants in the compiled code) instead of piling up versions until torch.compile's limit
+    of 8 silently turns compilation off; the same config reuses the compiled code."""
+    from torch._dynamo.utils import counters
+
+    small = {"data.train_limit": {"sst": 48, "para": 48, "sts": 48},
+             "data.dev_limit": {"sst": 16, "para": 16, "sts": 16}, "epochs": 1}
+    import torch._dynamo
+
+    rt = Runtime(cpu=True, progress_lines=0, compile=True)
+    graphs = []
+    # A limit of 2 versions (one trial's training and evaluation graphs) makes the test as
+    # strict as 8 would be after four trials.
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for dropout in (0.1, 0.2, 0.2):
+            train(tiny_config({**small, "encoder.hidden_dropout": dropout}), rt)
+            graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[1] > graphs[0]  # another dropout rate: compiled again, not run uncompiled
+    assert graphs[2] == graphs[1]  # the same config: the compiled code is reused

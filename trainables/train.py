@@ -168,6 +168,30 @@ def _attention_kernels(runtime: Runtime):
                         SDPBackend.MATH])
 
 
+# What the compiled encoder code held by this process was built for (see `_compile`).
+_compiled_for: str | None = None
+
+
+def _compile(encoder, config: TrialConfig, runtime: Runtime) -> None:
+    """Compile the encoder with torch.compile, in place (the parameter names of checkpoints
+    and saved models stay those of the encoder), with dynamic shapes from the start (bucketed
+    batches vary in length and size).
+
+    A process that runs trial after trial (a reused Ray Tune trial process) reuses the compiled
+    code when the encoder is built the same way. Its dropout rates are constants in that code,
+    so another encoder config compiles anew; torch.compile keeps at most 8 versions of a
+    function and then silently runs it uncompiled, so the old versions are dropped first."""
+    global _compiled_for
+    import torch._dynamo
+
+    key = json.dumps([config.to_dict()["encoder"], runtime.attention, runtime.mixed_precision],
+                     sort_keys=True)
+    if _compiled_for != key:
+        torch._dynamo.reset()
+        _compiled_for = key
+    encoder.compile(dynamic=True)
+
+
 def _train(config: TrialConfig, runtime: Runtime, callbacks: Sequence[EpochCallback]):
     from accelerate.utils import set_seed
 
@@ -188,9 +212,7 @@ def _train(config: TrialConfig, runtime: Runtime, callbacks: Sequence[EpochCallb
 
     tokenizer, encoder = load_encoder(config.encoder, runtime.attention)
     if runtime.compile:
-        # In place: the parameter names (checkpoints, saved models) stay those of the encoder.
-        # Dynamic shapes from the start: bucketed batches vary in length and size.
-        encoder.compile(dynamic=True)
+        _compile(encoder, config, runtime)
     model = MultiTaskModel(config, encoder)
     modes = {t: model.input_mode(t) for t in config.tasks}
     splits = load_task_splits(config, tokenizer, modes, runtime.resolved_cache_dir())
