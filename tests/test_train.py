@@ -204,3 +204,24 @@ def test_compiled_trials_in_one_process_stay_compiled(tiny_config):
             graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[1] > graphs[0]  # another dropout rate: compiled again, not run uncompiled
     assert graphs[2] == graphs[1]  # the same config: the compiled code is reused
+
+
+def test_deferred_nan_check_names_the_step_that_diverged():
+    """The GPU's way of checking (each check's verdict read at the next one, so the loop never
+    waits for the device), run here on CPU tensors: a NaN at step 20 is reported at the next
+    check, or at the end of the epoch, naming step 20."""
+    import torch
+
+    from trainables.train import _FiniteWatch
+
+    ok, bad = {"sst": torch.tensor(0.5)}, {"sst": torch.tensor(0.5), "sts": torch.tensor(float("nan"))}
+    watch = _FiniteWatch(torch.device("cpu"))
+    watch.lazy = True
+    watch.check(ok, 0, 9)
+    watch.check(bad, 0, 19)  # not read yet
+    with pytest.raises(TrainingDiverged, match=r"task 'sts' is nan at epoch 1, step 20"):
+        watch.check(ok, 0, 29)
+    watch.check(bad, 1, 4)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 5"):
+        watch.flush()
+    watch.flush()  # nothing left to read

@@ -465,10 +465,12 @@ class _FiniteWatch:
             return
         kept = {t: loss.detach() for t, loss in losses.items()}
         verdict = torch.stack([torch.isfinite(v).all() for v in kept.values()])
-        host = torch.empty(verdict.shape, dtype=torch.bool, pin_memory=True)
-        host.copy_(verdict, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
+        host, done = verdict, None
+        if verdict.is_cuda:
+            host = torch.empty(verdict.shape, dtype=torch.bool, pin_memory=True)
+            host.copy_(verdict, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
         self.pending = (host, done, kept, epoch, step)
 
     def flush(self) -> None:
@@ -476,7 +478,8 @@ class _FiniteWatch:
             return
         host, done, kept, epoch, step = self.pending
         self.pending = None
-        done.synchronize()
+        if done is not None:
+            done.synchronize()
         if not bool(host.all()):
             _check_finite(kept, epoch, step)
 
