@@ -294,7 +294,8 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
                           progress_lines=0 if quiet else 4)
         try:
             if use_ray:
-                history.update(_train_on_ray(config, tracker, new_id, uri, run, Path(tmp)))
+                history.update(_train_on_ray(config, tracker, new_id, uri, run, Path(tmp),
+                                             compiled))
             else:
                 train(config, runtime, callbacks=[on_epoch])
         except BaseException as e:
@@ -330,8 +331,8 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
     return result, cmp
 
 
-def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp: Path
-                  ) -> dict[int, dict[str, Any]]:
+def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp: Path,
+                  compiled: bool) -> dict[int, dict[str, Any]]:
     """A one-trial Ray Train run (local Ray) with the recorded trial's workers, CPUs and GPUs
     per worker; the workers log each epoch to the reproduction run, read back here."""
     import ray
@@ -340,11 +341,10 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
 
     from orchestrator.trial import train_worker
 
-    workers, cpus, gpus, compiled = 1, 1.0, 0.0, False
+    workers, cpus, gpus = 1, 1.0, 0.0
     parent = run.data.tags.get(PARENT)
     if parent:
         params = client(uri).get_run(parent).data.params
-        compiled = params.get("resources.compile") == "True"
         workers = int(float(params.get("resources.workers", workers)))
         cpus = float(params.get("resources.cpus_per_worker", cpus))
         gpus = float(params.get("resources.gpus_per_worker", gpus))

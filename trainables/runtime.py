@@ -38,6 +38,14 @@ class Runtime:
     # Check the loss for NaN/inf every this many steps (each check syncs with the device).
     nan_check_every: int = 10
 
+    def on_cpu(self) -> bool:
+        """Whether the trial runs on the CPU: forced, or no GPU visible."""
+        if self.cpu is not None:
+            return self.cpu
+        import torch
+
+        return not torch.cuda.is_available()
+
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir:
             return Path(self.cache_dir)

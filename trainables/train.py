@@ -71,7 +71,7 @@ def make_accelerator(runtime: Runtime):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    cpu = runtime.cpu if runtime.cpu is not None else not torch.cuda.is_available()
+    cpu = runtime.on_cpu()
     precision = runtime.mixed_precision
     if precision == "auto":
         bf16 = not cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -159,8 +159,7 @@ def _attention_kernels(runtime: Runtime):
     0.44 ms, and its steps cost about 40 ms more CPU time at small batches (H200,
     bench/gpu-h200.json). Set for the trial (also while it is compiled, which reads the choice
     once) and restored after it."""
-    cpu = runtime.cpu if runtime.cpu is not None else not torch.cuda.is_available()
-    if cpu or runtime.attention != "auto":
+    if runtime.on_cpu() or runtime.attention != "auto":
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
