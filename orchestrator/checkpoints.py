@@ -65,6 +65,10 @@ class TrialCheckpoints:
         saved = self._saved()
         return max(saved) if saved else None
 
+    def metrics(self, epoch: int) -> dict[str, Any]:
+        """The metrics saved with a complete checkpoint (what the trial logged for that epoch)."""
+        return self._saved().get(epoch, {})
+
     def download(self, epoch: int, local: Path) -> None:
         from pyarrow import fs
 

@@ -215,6 +215,15 @@ def _param_value(v: Any) -> str:
     return str(v)[:6000]
 
 
+def _epoch_batch(metrics: Mapping[str, Any], epoch: int) -> list:
+    """The numeric entries of an epoch's metrics as MLflow metrics at step `epoch`."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, epoch) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]
@@ -375,13 +384,23 @@ class SweepTracker:
         c.log_text(run_id, config_yaml, "config/trial_config.yaml")
 
     def log_epoch(self, run_id: str, metrics: Mapping[str, Any], epoch: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        batch = _epoch_batch(metrics, epoch)
         self.attempt(f"epoch {epoch} metrics",
                      lambda: self.client.log_batch(run_id, metrics=batch))
+
+    def log_epoch_once(self, run_id: str, metrics: Mapping[str, Any], epoch: int) -> None:
+        """`log_epoch`, unless the run has this epoch already: a trial killed after saving an
+        epoch's checkpoint but before logging the epoch goes on after it, and logs it then."""
+        batch = _epoch_batch(metrics, epoch)
+        if not batch:
+            return
+
+        def write() -> None:
+            history = self.client.get_metric_history(run_id, batch[0].key)
+            if all(m.step != epoch for m in history):
+                self.client.log_batch(run_id, metrics=batch)
+
+        self.attempt(f"epoch {epoch} metrics", write)
 
     def log_epoch_artifacts(self, run_id: str, out_dir: Path) -> None:
         """Confusion matrices (JSON + PNG) and dev predictions (Parquet) of the latest epoch."""

@@ -170,6 +170,10 @@ class TrainSession:
     def save(self, checkpoint: Path, epoch: int, metrics: dict[str, Any]) -> None:
         """Nothing to do before `report`, which hands the checkpoint to Ray Train."""
 
+    def restored_metrics(self) -> tuple[int, dict[str, Any]] | None:
+        """None: Ray Train registers a checkpoint with its report, after the epoch was logged."""
+        return None
+
 
 class TuneSession:
     """Reporting from a one-worker trial that trains in its Ray Tune trial process. Its
@@ -180,13 +184,22 @@ class TuneSession:
 
     def __init__(self, checkpoints: TrialCheckpoints) -> None:
         self.checkpoints = checkpoints
+        self._restored: int | None = None
 
     def restore(self, local: Path) -> str | None:
         epoch = self.checkpoints.latest()
         if epoch is None:
             return None
         self.checkpoints.download(epoch, local)
+        self._restored = epoch
         return f"epoch-{epoch}"
+
+    def restored_metrics(self) -> tuple[int, dict[str, Any]] | None:
+        """The restored epoch and the metrics saved with it: the trial may have been killed
+        between saving the checkpoint and logging the epoch."""
+        if self._restored is None:
+            return None
+        return self._restored, self.checkpoints.metrics(self._restored)
 
     def save(self, checkpoint: Path, epoch: int, metrics: dict[str, Any]) -> None:
         """Saved before the epoch is logged anywhere: a trial killed after logging an epoch
@@ -228,6 +241,10 @@ def train_loop(loop: dict[str, Any], session: TrainSession | TuneSession) -> Non
     resume_from = str(local) if name else None
     if name and rank == 0:  # a restarted worker group or a retried trial: say so on the run
         tracker.attempt("resume tag", lambda: tracker.client.set_tag(run_id, RESUMED_FROM, name))
+        restored = session.restored_metrics()
+        if restored is not None:
+            epoch, saved = restored
+            tracker.log_epoch_once(run_id, saved, epoch)
 
     # Start-up cost of the trial (not of a restart): Ray Train's worker group, imports, data,
     # model — recorded with the first epoch.

@@ -45,3 +45,31 @@ def test_min_mode_and_an_incomplete_checkpoint_is_ignored(tmp_path):
     assert store.latest() == 2
     (root / "epoch-2" / DONE).unlink()
     assert store.latest() == 1
+
+
+def test_an_epoch_saved_but_not_logged_is_logged_once_on_restart(tmp_path):
+    """A trial killed after saving epoch 2's checkpoint and before logging it: the restarted
+    trial logs epoch 2 from the saved metrics; a restart after the epoch was logged does not log
+    it again."""
+    import mlflow
+
+    from orchestrator.tracking import SweepTracker, get_or_create_experiment
+    from orchestrator.trial import TuneSession
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, get_or_create_experiment(uri, "restart"))
+    run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
+    store = TrialCheckpoints(str(tmp_path / "train-t"))
+    store.save(_epoch_state(tmp_path, 1), 1, {"overall": 0.5, "epoch": 1})
+    tracker.log_epoch(run_id, {"overall": 0.5, "epoch": 1}, 1)
+    store.save(_epoch_state(tmp_path, 2), 2, {"overall": 0.6, "epoch": 2})  # then killed
+
+    for restart in range(2):
+        session = TuneSession(store)
+        assert session.restore(tmp_path / f"resume-{restart}") == "epoch-2"
+        epoch, saved = session.restored_metrics()
+        assert (epoch, saved) == (2, {"overall": 0.6, "epoch": 2})
+        tracker.log_epoch_once(run_id, saved, epoch)
+    history = mlflow.MlflowClient(uri).get_metric_history(run_id, "overall")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 0.6)]
+    assert TuneSession(TrialCheckpoints(str(tmp_path / "none"))).restored_metrics() is None

@@ -35,7 +35,8 @@ def _train_dirs(storage: Path) -> list[Path]:
     return sorted((storage / "train").glob("train-*"), key=lambda p: p.stat().st_mtime)
 
 
-def _wait_for(predicate, what: str, proc: subprocess.Popen, log: Path, timeout: float = 400):
+def _wait_for(predicate, what: str, proc: subprocess.Popen, log: Path, timeout: float = 400,
+              poll: float = 0.1):
     deadline = time.time() + timeout
     while time.time() < deadline:
         found = predicate()
@@ -43,8 +44,33 @@ def _wait_for(predicate, what: str, proc: subprocess.Popen, log: Path, timeout: 
             return found
         if proc.poll() is not None:
             pytest.fail(f"the sweep ended before {what}:\n{log.read_text()[-4000:]}")
-        time.sleep(0.1)
+        time.sleep(poll)
     pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
+def _trial_processes(root: int) -> list[int]:
+    """The Ray Tune trial processes (`ray::ImplicitFunc`) among the descendants of `root` (the
+    launch, whose local Ray's raylet starts the workers)."""
+    parents, commands = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == root:
+                return True
+        return False
+
+    return [pid for pid, cmd in commands.items()
+            if cmd.startswith(b"ray::ImplicitFunc") and descends(pid)]
 
 
 def registered_checkpoint(train_dir: Path) -> bool:
@@ -219,17 +245,14 @@ def test_killed_one_worker_trial_process_is_rerun_from_its_checkpoint(tmp_path, 
     env.pop("MLFLOW_TRACKING_URI", None)
 
     def first_checkpoint():
+        """(trial id, its process) once a trial has saved a checkpoint: the trial is then
+        killed at once, whatever it is doing (the epoch may not be logged yet)."""
         done = sorted(storage.glob("train/train-*/epoch-*/done.json"))
-        return done[0].parents[1].name.removeprefix("train-") if done else None
-
-    def trial_pid(trial_id):
-        def check():
-            for result in storage.glob(f"killed-*/run_trial_{trial_id}*/result.json"):
-                lines = result.read_text().splitlines()
-                if lines:
-                    return json.loads(lines[-1])["pid"]
+        if not done:
             return None
-        return check
+        pids = _trial_processes(proc.pid)
+        assert len(pids) == 1, f"one trial at a time, found trial processes {pids}"
+        return done[0].parents[1].name.removeprefix("train-"), pids[0]
 
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -237,8 +260,8 @@ def test_killed_one_worker_trial_process_is_rerun_from_its_checkpoint(tmp_path, 
              "--storage", str(storage)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
             stderr=out, text=True)
     try:
-        trial_id = _wait_for(first_checkpoint, "the first trial's first checkpoint", proc, log)
-        pid = _wait_for(trial_pid(trial_id), "the trial's process id", proc, log)
+        trial_id, pid = _wait_for(first_checkpoint, "the first trial's first checkpoint", proc,
+                                  log, poll=0.02)
         os.kill(pid, signal.SIGKILL)
         stdout, _ = proc.communicate(timeout=600)
     finally:

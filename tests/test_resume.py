@@ -58,8 +58,18 @@ def _checkpointed_trials(storage: Path, since: float = 0.0) -> int:
                if any(f.stat().st_mtime > since for f in d.glob("epoch-*/done.json")))
 
 
-def _state_saved_after(folder: Path, t: float) -> bool:
-    return any(f.stat().st_mtime > t for f in folder.glob("experiment_state*.json"))
+def _state_saved_running(folder: Path, t: float) -> bool:
+    """The sweep's state was saved after `t` with a trial running."""
+    for f in folder.glob("experiment_state*.json"):
+        if f.stat().st_mtime <= t:
+            continue
+        try:
+            trials = json.loads(f.read_text())["trial_data"]
+        except (OSError, ValueError, KeyError):
+            continue  # being written
+        if any(json.loads(state)["status"] == "RUNNING" for state, _ in trials):
+            return True
+    return False
 
 
 def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
@@ -78,7 +88,9 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
              "resources": {"workers": 1, "cpus_per_worker": 1}}
     path = tmp_path / "resumable.yaml"
     path.write_text(yaml.safe_dump(sweep))
-    env = _env(cache_dir)
+    # Ray Tune saves the sweep's state at most every 10 s by default; a trial here lasts a few
+    # seconds, so step 3 could only catch one running with the state saved every second.
+    env = {**_env(cache_dir), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     storage = tmp_path / "runs"
 
     # 1. Ctrl-C once the first trial has finished.
@@ -114,7 +126,7 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
     def trial3_saved():
         if _checkpointed_trials(storage) >= 3:
             since.setdefault("t", time.time())
-            return _state_saved_after(folder, since["t"])
+            return _state_saved_running(folder, since["t"])
         return False
 
     status, err = _interrupt(["resume", str(storage)], REPO, env, trial3_saved,
