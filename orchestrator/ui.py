@@ -102,8 +102,11 @@ def run_ui(args) -> int:
         print(f"warning: the UI will listen on {args.host}, reachable from other machines",
               file=sys.stderr)
     # SIGTERM unwinds like Ctrl-C, so the server (in a session of its own) is stopped too.
+    # Started in the background by a shell script, the UI inherits SIGINT ignored: Ctrl-C
+    # (`kill -INT`) stops it all the same.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = start_server(tracking_uri, args.host, args.port)
     try:
         url = experiment_url(f"http://{args.host}:{args.port}", tracking_uri, args.experiment)

@@ -96,9 +96,11 @@ def test_ui_listens_on_127_0_0_1_by_default(tmp_path, stop, status):
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # Started as a shell script's background job starts it: with SIGINT ignored.
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", uri,
                              "--port", str(port)], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = proc.stdout.readline()  # printed once the server answers /health
         assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
