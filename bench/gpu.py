@@ -363,8 +363,9 @@ def render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps) -> str:
                   f"tokens/s of the fp32 baseline (batch {base['batch']})"
                   + (f"; MFU **{100 * best['mfu']:.1f} %** (target ≥ {100 * TARGET_MFU:.0f} % "
                      "on an H100)." if best["mfu"] is not None else ".")]
-    lines.append(f"Two identical bf16 runs on this GPU: largest metric difference {diff:.2e} "
-                 "(reproduction tolerance 1e-3).")
+    if diff == diff and diff is not None:  # NaN: the check was not run (--no-repro)
+        lines.append(f"Two identical bf16 runs on this GPU: largest metric difference "
+                     f"{diff:.2e} (reproduction tolerance 1e-3).")
     return "\n".join(lines) + "\n"
 
 
