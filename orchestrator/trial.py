@@ -11,7 +11,6 @@ epoch's metrics and checkpoint; every rank calls `report`.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -51,8 +50,6 @@ def join_storage(storage: str, *parts: str) -> str:
 
 
 TRAIN_FOLDER = "train"  # STORAGE/train/train-<trial id>/epoch-K: every trial's checkpoints
-# How often Ray Train's controller polls a trial's worker group (Ray's default: 2 s).
-TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 
 def train_run_name(trial_id: str) -> str:
@@ -115,10 +112,6 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    # Ray Train's controller notices that the workers finished at its next poll, every 2 s by
-    # default; the trial and its resources wait for it. Ray Train passes the variable on to
-    # the controller; a value the user set wins.
-    os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_S)
     worker_resources = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:
         worker_resources["GPU"] = r.gpus_per_worker
