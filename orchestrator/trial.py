@@ -184,22 +184,20 @@ class TuneSession:
 
     def __init__(self, checkpoints: TrialCheckpoints) -> None:
         self.checkpoints = checkpoints
-        self._restored: int | None = None
+        self._restored: tuple[int, dict[str, Any]] | None = None
 
     def restore(self, local: Path) -> str | None:
-        epoch = self.checkpoints.latest()
-        if epoch is None:
+        self._restored = self.checkpoints.latest_saved()
+        if self._restored is None:
             return None
+        epoch = self._restored[0]
         self.checkpoints.download(epoch, local)
-        self._restored = epoch
         return f"epoch-{epoch}"
 
     def restored_metrics(self) -> tuple[int, dict[str, Any]] | None:
         """The restored epoch and the metrics saved with it: the trial may have been killed
         between saving the checkpoint and logging the epoch."""
-        if self._restored is None:
-            return None
-        return self._restored, self.checkpoints.metrics(self._restored)
+        return self._restored
 
     def save(self, checkpoint: Path, epoch: int, metrics: dict[str, Any]) -> None:
         """Saved before the epoch is logged anywhere: a trial killed after logging an epoch
