@@ -8,6 +8,9 @@ uncased WordPiece tokenizer of all-MiniLM-L6-v2, which is BERT-base's vocabulary
   fast      bf16 autocast, PyTorch SDPA attention (flash / memory-efficient kernels),
             length-bucketed batches; once more with SDPA's own kernel choice (cuDNN)
   compiled  fast, with the encoder compiled by torch.compile (`Runtime(compile=True)`)
+  packed    fast, with the encoder on the real tokens only (`Runtime(attention="packed")`:
+            no padding, variable-length flash attention), eager and compiled; these run
+            without attention dropout, which variable-length attention does not have
 
 MFU = 6 × encoder parameters × real (non-padding) training tokens per second ÷ the GPU's dense
 bf16 peak (also given with the embedding parameters left out, which do no matrix products).
@@ -136,9 +139,12 @@ def measure(config, runtime, profile: Path | None = None) -> dict:
                         counts["computed"] += batch["attention_mask"].numel()
             return super().forward(step)
 
+    packed = runtime.attention == "packed"  # the encoder computes the real tokens only
+
     def on_epoch(rep) -> None:
-        per_epoch.append({**rep.metrics, "real": int(counts["real"]),
-                          "computed": counts["computed"]})
+        real = int(counts["real"])
+        per_epoch.append({**rep.metrics, "real": real,
+                          "computed": real if packed else counts["computed"]})
         counts["real"] = counts["computed"] = 0
 
     T.MultiTaskModel = Counting
@@ -208,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="batch sizes of the fast configuration (comma-separated)")
     p.add_argument("--compiled", default="512,1024",
                    help="batch sizes of the fast configuration with torch.compile ('' for none)")
+    p.add_argument("--packed", default="1024",
+                   help="batch sizes of the fast configuration on packed tokens ('' for none)")
+    p.add_argument("--packed-compiled", default="1024",
+                   help="the same with torch.compile ('' for none)")
     p.add_argument("--steps", type=int, default=80, help="optimizer steps per timed epoch")
     p.add_argument("--no-baseline", action="store_true", help="skip the fp32 baseline")
     p.add_argument("--profile", type=Path, default=None,
@@ -239,12 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     steps = 4 if a.smoke else (a.steps // 2 if a.quick else a.steps)
     base = TrialConfig.load(REPO / "search_spaces" / "trials" / "bert_base_cs224n.yaml")
 
-    def config(batch: int, bucket: bool, epochs: int = 2):
+    def config(batch: int, bucket: bool, epochs: int = 2, packed: bool = False):
         return base.replace({
             "encoder.name": encoder, "epochs": epochs, "batch_size": batch,
             "data.dir": str(a.data), "data.bucket": bucket,
             "data.dev_limit": {"sst": 512, "para": 512, "sts": 512},
             "schedule.epoch_length": "fixed", "schedule.steps_per_epoch": steps,
+            **({"encoder.attention_dropout": 0.0} if packed else {}),
         })
 
     import trainables.encoder as E
@@ -270,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     if batches and not a.smoke:
         # The same at the largest batch with PyTorch's own attention kernel choice (cuDNN).
         plan.append(("fast, cuDNN attention", rt(fast_precision, "sdpa"), max(batches), True))
+    plan += [("fast + packed", rt(fast_precision, "packed"), int(b), True)
+             for b in a.packed.split(",") if b]
     compiled = [("fast + torch.compile", rt(fast_precision, "auto", True), int(b), True)
                 for b in a.compiled.split(",") if b]
+    compiled += [("fast + packed + torch.compile", rt(fast_precision, "packed", True), int(b),
+                  True) for b in a.packed_compiled.split(",") if b]
 
     def reproduction() -> float:
         """The same bf16 trial twice on this GPU: the largest difference in a dev metric."""
@@ -291,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         name, runtime, batch, bucket = item
         t0 = time.perf_counter()
         try:
-            r = measure(config(batch, bucket), runtime)
+            r = measure(config(batch, bucket, packed=runtime.attention == "packed"), runtime)
         except Exception as e:  # noqa: BLE001 - report the configuration that broke, go on
             print(f"{name}, batch {batch}: failed: {type(e).__name__}: {e}", file=sys.stderr,
                   flush=True)

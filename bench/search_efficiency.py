@@ -36,6 +36,7 @@ from typing import Any
 from bench.common import REPO, Result, cpu_model, md_table, plot_setup, save_figure, verdict
 
 DEMO_YAML = REPO / "search_spaces" / "trials" / "tiny_demo.yaml"
+QUICKSTART_YAML = REPO / "search_spaces" / "quickstart.yaml"
 GRID_FILE = REPO / "bench" / "cache" / "search_grid.json"
 METRIC = "overall"
 EPOCHS = 4
@@ -147,14 +148,35 @@ def _replay(config: dict[str, Any], curves: dict[str, list[float]]) -> None:
         tune.report({METRIC: value, "epoch": epoch})
 
 
-STRATEGIES: dict[str, tuple[str, bool, bool]] = {  # name -> (sampler, ASHA?, repeats skipped?)
-    "TPE + ASHA": ("tpe", True, True),
-    "TPE (5 start-up trials) + ASHA": ("tpe5", True, True),
-    "random + ASHA": ("random", True, True),
-    "random": ("random", False, True),
-    "TPE + ASHA, repeats trained (Ray's OptunaSearch)": ("tpe", True, False),
+def shipped_asha() -> dict[str, Any]:
+    """The ASHA arguments of the shipped sweeps (`search_spaces/quickstart.yaml`)."""
+    from orchestrator.space import load_sweep
+
+    return dict(load_sweep(QUICKSTART_YAML).scheduler.args)
+
+
+# name -> (sampler, ASHA reduction factor (0: the shipped sweeps', None: no ASHA),
+#          repeats answered from the study?). "tpe" is TPE as a sweep builds it
+# (`orchestrator.space.make_sampler`'s start-up rule); "tpe10" keeps Optuna's 10 start-up trials.
+STRATEGIES: dict[str, tuple[str, int | None, bool]] = {
+    "TPE + ASHA": ("tpe", 0, True),
+    "TPE (Optuna's 10 start-up trials) + ASHA": ("tpe10", 0, True),
+    "TPE + ASHA halving (reduction factor 2)": ("tpe", 2, True),
+    "random + ASHA": ("random", 0, True),
+    "random": ("random", None, True),
+    "TPE + ASHA, repeats trained (Ray's OptunaSearch)": ("tpe", 0, False),
 }
 PLAIN = "TPE + ASHA, repeats trained (Ray's OptunaSearch)"
+TPE10 = "TPE (Optuna's 10 start-up trials) + ASHA"
+HALVING = "TPE + ASHA halving (reduction factor 2)"
+
+
+def startup_trials() -> int:
+    """TPE's random start-up trials on this space, as a sweep of MAX_TRIALS_FACTOR × its points
+    would get them."""
+    from orchestrator.space import tpe_startup_trials
+
+    return tpe_startup_trials(len(SPACE), MAX_TRIALS_FACTOR * len(SPACE_POINTS))
 
 
 def _counter(threshold: float, budget: int):
@@ -206,16 +228,23 @@ def run_search(strategy: str, seed: int, curves: dict[str, list[float]], thresho
 
     from orchestrator.searcher import OptunaSearch
 
-    sampler_name, asha, skip_repeats = STRATEGIES[strategy]
+    sampler_name, factor, skip_repeats = STRATEGIES[strategy]
     if sampler_name.startswith("tpe"):
-        startup = {"n_startup_trials": int(sampler_name[3:])} if sampler_name[3:] else {}
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, **startup)
+        startup = 10 if sampler_name == "tpe10" else startup_trials()
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                             n_startup_trials=startup)
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     cls = OptunaSearch if skip_repeats else RayOptunaSearch
     searcher = cls(space=_space, metric=METRIC, mode="max", sampler=sampler)
-    scheduler = (ASHAScheduler(time_attr="epoch", max_t=EPOCHS, grace_period=1,
-                               reduction_factor=2) if asha else FIFOScheduler())
+    if factor is None:
+        scheduler = FIFOScheduler()
+    else:
+        asha = shipped_asha()
+        if factor:
+            asha["reduction_factor"] = factor
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=EPOCHS, **asha)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     points = len(curves)
     count, stop = _counter(threshold, MAX_TRIALS_FACTOR * points * EPOCHS)
     tuner = tune.Tuner(
@@ -226,7 +255,7 @@ def run_search(strategy: str, seed: int, curves: dict[str, list[float]], thresho
             num_samples=MAX_TRIALS_FACTOR * points, reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=f"search-{sampler_name}-{int(asha)}-{int(skip_repeats)}-{seed}",
+            name=f"search-{sampler_name}-{factor}-{int(skip_repeats)}-{seed}",
             storage_path=str(storage),
             verbose=0, callbacks=[count], stop=stop,
         ),
@@ -257,7 +286,7 @@ def local_ray(num_cpus: int = 2):
 def _plot(runs: dict[str, list[dict[str, Any]]], best: float, total: int, path: Path) -> None:
     plt = plot_setup()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    colors = {"TPE + ASHA": "#4c72b0", "TPE (5 start-up trials) + ASHA": "#8172b3",
+    colors = {"TPE + ASHA": "#4c72b0", TPE10: "#8172b3", HALVING: "#64b5cd",
               "random + ASHA": "#dd8452", "random": "#55a868",
               PLAIN: "#937860"}
     for name, seeds in runs.items():
@@ -296,7 +325,7 @@ def _cell(r: dict[str, Any], total: int) -> str:
             f"{skipped})")
 
 
-def run(quick: bool, workdir: Path, refresh: bool = False) -> Result:
+def run(quick: bool, workdir: Path, refresh: bool = False, n_seeds: int | None = None) -> Result:
     grid, computed = load_grid(workdir, refresh)
     curves = {point_key(p["params"]): p["curve"] for p in grid["points"]}
     finals = sorted(((c[-1], k) for k, c in curves.items()), reverse=True)
@@ -304,7 +333,7 @@ def run(quick: bool, workdir: Path, refresh: bool = False) -> Result:
     threshold = (1 - TOLERANCE) * best
     near = [k for v, k in finals if v >= threshold]
     total = len(curves) * grid["epochs"]
-    seeds = SEEDS[:1] if quick else SEEDS
+    seeds = SEEDS[:1] if quick else SEEDS if n_seeds is None else tuple(range(n_seeds))
     strategies = list(STRATEGIES)
 
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in strategies}
@@ -346,6 +375,7 @@ def run(quick: bool, workdir: Path, refresh: bool = False) -> Result:
         "l" + "r" * (len(seeds) + 2),
     )
     spread = ", ".join(f"{v:.3f}" for v, _ in finals[:4])
+    startup, asha = startup_trials(), shipped_asha()
     details = "\n".join([
         f"The space: {' × '.join(f'{len(v)} `{k}`' for k, v in SPACE.items())} = "
         f"{len(curves)} configurations of the demo trial (`{DEMO_YAML.relative_to(REPO)}`, "
@@ -362,10 +392,13 @@ def run(quick: bool, workdir: Path, refresh: bool = False) -> Result:
         "the count does not depend on timing): mtsweep's searcher (`orchestrator.searcher."
         "OptunaSearch`, which a sweep uses: a proposal that repeats a completed configuration "
         "gets its known result and no trial) with the four parameters as categoricals and "
-        "Optuna's `TPESampler(multivariate=True, seed)` (defaults otherwise: 10 random "
-        "start-up trials) or `RandomSampler(seed)`, with `ASHAScheduler(time_attr="
-        f"epoch, grace_period=1, reduction_factor=2, max_t={grid['epochs']})` or no early "
-        "stopping; the last row is Ray's plain `OptunaSearch`, which trains every repeat. A "
+        f"Optuna's `TPESampler(multivariate=True, seed, n_startup_trials={startup})` — "
+        f"{startup} random start-up trials, as `make_sampler` gives a sweep of this space "
+        f"(one more than its {len(SPACE)} parameters; Optuna's default is 10) — or "
+        "`RandomSampler(seed)`, with the shipped sweeps' ASHA, `ASHAScheduler(time_attr="
+        f"epoch, {', '.join(f'{k}={v}' for k, v in asha.items())}, max_t={grid['epochs']})`, "
+        "or no early stopping; the last row is Ray's plain `OptunaSearch`, which trains every "
+        "repeat. A "
         "trial reports its cached curve epoch by epoch; a stopper ends the search "
         "when the best value seen reaches near-best. Compute = trial-epochs reported until "
         f"then ÷ {total} (the whole grid); a configuration trained twice is paid twice. A "
@@ -385,10 +418,12 @@ def run(quick: bool, workdir: Path, refresh: bool = False) -> Result:
         f"its first-epoch value ranks {_rank_first_epoch(curves, finals[0][1])} of "
         f"{len(curves)}. "
         f"Within 3 % instead of 1 %: TPE + ASHA {within3['TPE + ASHA']:.3f}, random + ASHA "
-        f"{within3['random + ASHA']:.3f}. TPE spends its first 10 trials at random (10 of "
-        f"{len(curves)} points); with 5 start-up trials it needs "
-        f"{med['TPE (5 start-up trials) + ASHA']:.3f} "
-        "(`search.args: {n_startup_trials: 5}` in a sweep file). Without skipping repeats "
+        f"{within3['random + ASHA']:.3f}. With Optuna's 10 random start-up trials (10 of "
+        f"{len(curves)} points) TPE + ASHA needs {med[TPE10]:.3f}; with ASHA halving "
+        f"(reduction factor 2: half the trials go on at each rung instead of a third) "
+        f"{med[HALVING]:.3f}; the two together were the defaults before (the overview's "
+        "*before*). "
+        "Without skipping repeats "
         f"(Ray's `OptunaSearch`) TPE + ASHA needs "
         f"{med[PLAIN]:.3f}: {_repeats(runs[PLAIN]):.0%}"
         " of its trials re-train a configuration it already tried.",
@@ -408,11 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refresh", action="store_true",
                    help=f"train every grid point again and rewrite {GRID_FILE.relative_to(REPO)}")
     p.add_argument("--quick", action="store_true", help="1 seed instead of 5 (a smoke test)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="seeds 0..N-1 instead of the 5 the target is defined on (robustness)")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="mtsweep-search-") as tmp:
-        res = run(a.quick, Path(tmp), refresh=a.refresh)
+        res = run(a.quick, Path(tmp), refresh=a.refresh, n_seeds=a.seeds)
         print(res.details_md)
     return 0
 

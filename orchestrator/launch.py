@@ -318,7 +318,8 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
                     "resources.workers": spec.resources.workers,
                     "resources.cpus_per_worker": spec.resources.cpus_per_worker,
                     "resources.gpus_per_worker": spec.resources.gpus_per_worker,
-                    "resources.compile": spec.resources.compile},
+                    "resources.compile": spec.resources.compile,
+                    "resources.attention": spec.resources.attention},
             sweep_file=spec.path,
         )
         print(f"sweep {spec.name}: {num_samples} trials, {spec.search.algorithm} search, "

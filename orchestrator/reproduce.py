@@ -19,7 +19,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -43,6 +43,7 @@ REPRODUCES = "mtsweep.reproduces"
 THREADS = "mtsweep.threads"  # torch threads of a reproduction ("default" when not set)
 DEVICE = "mtsweep.device"  # "cpu" | "cuda", of a reproduction
 COMPILED = "mtsweep.compile"  # "true" | "false": the encoder ran under torch.compile
+ATTENTION = "mtsweep.attention"  # Runtime.attention of a reproduction ("packed", …)
 TASK_METRICS = ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean")
 # Wall-clock measurements differ on every run; never compared.
 TIMING_METRICS = frozenset({"train_seconds", "epoch_seconds", "eval_seconds",
@@ -198,23 +199,34 @@ def environment_differences(tags: dict[str, str]) -> list[str]:
     return diffs
 
 
-def recorded_resources(tracking_uri: str, run) -> tuple[int | None, bool | None, bool]:
-    """(torch threads, used a GPU, compiled) of the recorded run: a reproduction's own tags,
-    else a trial's sweep-run params (resources.cpus_per_worker / gpus_per_worker / compile);
-    None where unknown (not compiled, when not recorded)."""
+class Recorded(NamedTuple):
+    """How the recorded run trained: torch threads and whether on a GPU (None: unknown),
+    whether compiled, and the encoder's attention (`Runtime.attention`)."""
+
+    threads: int | None
+    gpu: bool | None
+    compiled: bool
+    attention: str = "auto"
+
+
+def recorded_resources(tracking_uri: str, run) -> Recorded:
+    """How the recorded run trained: a reproduction's own tags, else a trial's sweep-run
+    params (resources.cpus_per_worker / gpus_per_worker / compile / attention); not compiled
+    and the default attention when not recorded."""
     tags = run.data.tags
     if THREADS in tags or DEVICE in tags:
         threads = int(tags[THREADS]) if tags.get(THREADS, "").isdigit() else None
-        return (threads, (tags[DEVICE] == "cuda") if DEVICE in tags else None,
-                tags.get(COMPILED) == "true")
+        return Recorded(threads, (tags[DEVICE] == "cuda") if DEVICE in tags else None,
+                        tags.get(COMPILED) == "true", tags.get(ATTENTION, "auto"))
     parent = tags.get(PARENT)
     if not parent:
-        return None, None, False
+        return Recorded(None, None, False)
     try:
         params = client(tracking_uri).get_run(parent).data.params
     except Exception:  # noqa: BLE001 - the sweep run is only a hint
-        return None, None, False
+        return Recorded(None, None, False)
     compiled = params.get("resources.compile") == "True"
+    attention = params.get("resources.attention", "auto")
     threads = gpu = None
     try:
         threads = max(1, int(float(params["resources.cpus_per_worker"])))
@@ -224,7 +236,7 @@ def recorded_resources(tracking_uri: str, run) -> tuple[int | None, bool | None,
         gpu = float(params["resources.gpus_per_worker"]) > 0
     except (KeyError, ValueError):
         pass
-    return threads, gpu, compiled
+    return Recorded(threads, gpu, compiled, attention)
 
 
 def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | None = None,
@@ -246,7 +258,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
         for line in environment_differences(tags):
             _warn(f"{line}; the numbers may differ")
 
-        threads, recorded_gpu, compiled = recorded_resources(uri, run)
+        threads, recorded_gpu, compiled, attention = recorded_resources(uri, run)
         cuda = torch.cuda.is_available()
         if recorded_gpu and not cuda:
             _warn("the recorded trial trained on a GPU, this machine has none; training on the "
@@ -269,14 +281,15 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
                   "mtsweep.seed": str(config.seed),
                   "mtsweep.config_fingerprint": config.fingerprint(),
                   THREADS: str(threads or "default"), DEVICE: "cpu" if cpu else "cuda",
-                  COMPILED: str(compiled).lower(),
+                  COMPILED: str(compiled).lower(), ATTENTION: attention,
                   **{f"mtsweep.version.{k}": v for k, v in versions.items()}},
         )
         new_id = new.info.run_id
         print(f"reproducing run {run_id} ({run.info.run_name}) as run {new_id} in "
               f"{redact(uri)} on the {'CPU' if cpu else 'GPU'}"
               f"{f' with {threads} thread(s)' if threads else ''}"
-              f"{', encoder compiled' if compiled else ''}", flush=True)
+              f"{', encoder compiled' if compiled else ''}"
+              f"{f', {attention} attention' if attention != 'auto' else ''}", flush=True)
         tracker.log_trial_start(new_id, {k: str(v) for k, v in config.flat().items()}, {},
                                 config.to_yaml())
 
@@ -290,12 +303,12 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
                 tracker.log_epoch_artifacts(new_id, out_dir)
 
         runtime = Runtime(cpu=True if cpu else None, num_threads=threads, out_dir=str(out_dir),
-                          compile=compiled,
+                          compile=compiled, attention=attention,
                           progress_lines=0 if quiet else 4)
         try:
             if use_ray:
                 history.update(_train_on_ray(config, tracker, new_id, uri, run, Path(tmp),
-                                             compiled))
+                                             compiled, attention))
             else:
                 train(config, runtime, callbacks=[on_epoch])
         except BaseException as e:
@@ -332,7 +345,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
 
 
 def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp: Path,
-                  compiled: bool) -> dict[int, dict[str, Any]]:
+                  compiled: bool, attention: str) -> dict[int, dict[str, Any]]:
     """A one-trial Ray Train run (local Ray) with the recorded trial's workers, CPUs and GPUs
     per worker; the workers log each epoch to the reproduction run, read back here."""
     import ray
@@ -361,7 +374,7 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
                 "cache_dir": os.environ.get("MTSWEEP_CACHE")
                 or str(Path.home() / ".cache" / "mtsweep"),
                 "threads": max(1, int(cpus)), "cpu": not gpus, "trial_id": f"repro-{new_id[:8]}",
-                "compile": compiled,
+                "compile": compiled, "attention": attention,
                 "log_model": False, "trial_started": time.time(),
             },
             scaling_config=ray.train.ScalingConfig(

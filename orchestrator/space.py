@@ -111,7 +111,9 @@ METRICS: tuple[str, ...] = (
 _SEARCH_KEYS = ("algorithm", "metric", "mode", "num_samples", "max_concurrent", "time_budget_s",
                 "seed", "args")
 _SCHEDULER_KEYS = ("name", "metric", "mode", "args")
-_RESOURCES_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "ray_train", "compile")
+_RESOURCES_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "ray_train", "compile",
+                   "attention")
+ATTENTIONS = ("auto", "sdpa", "eager", "packed")  # trainables.runtime.Runtime.attention
 RAY_TRAIN_MODES = ("auto", "always")
 _TRACKING_KEYS = ("experiment", "tracking_uri", "log_model")
 _FAILURES_KEYS = ("worker_restarts", "trial_retries")
@@ -336,13 +338,16 @@ class ResourcesSpec:
     Train worker group to start, and Tune reuses that process for the next trial: its imports
     and caches stay warm); trials of 2+ workers always run as a Ray Train DDP worker group.
     `always` uses Ray Train for one-worker trials too. `compile`: the encoder is compiled
-    with torch.compile (faster steps on a GPU, after a start-up of a minute or more)."""
+    with torch.compile (faster steps on a GPU, after a start-up of a minute or more).
+    `attention`: the encoder's attention (`Runtime.attention`); `packed` runs it on the real
+    tokens only (no padding; needs encoder.attention_dropout 0)."""
 
     workers: int = 1
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
     ray_train: str = "auto"
     compile: bool = False
+    attention: str = "auto"
 
     @property
     def uses_ray_train(self) -> bool:
@@ -990,12 +995,17 @@ def _check_combinations(spec: SweepSpec) -> None:
     sampled = {q.name for q in spec.order if q.sampled}
     for point in points:
         try:
-            TrialConfig.from_dict(_override(spec.base, _point_overrides(spec, point)))
+            config = TrialConfig.from_dict(_override(spec.base, _point_overrides(spec, point)))
         except ConfigError as e:
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in point.items() if k in sampled)
             raise _err(spec.path, "space", f"the point {{{shown}}} does not give a valid trial "
                        f"config: {e}; use branches or `when` so that these values are not "
                        "sampled together") from None
+        if spec.resources.attention == "packed" and config.encoder.attention_dropout:
+            raise _err(spec.path, "resources.attention",
+                       "packed attention has no attention dropout, and the trials have "
+                       f"encoder.attention_dropout {config.encoder.attention_dropout}; set "
+                       "`fixed: {encoder.attention_dropout: 0}`")
 
 
 class _Choose(Exception):
@@ -1241,8 +1251,12 @@ def _parse_resources(p: Path, raw: Any) -> ResourcesSpec:
     compile_ = s.get("compile", False)
     if not isinstance(compile_, bool):
         raise _err(p, "resources.compile", f"expected true or false, got {compile_!r}")
+    attention = s.get("attention", "auto")
+    if attention not in ATTENTIONS:
+        raise _err(p, "resources.attention",
+                   f"unknown attention {attention!r}; valid: {', '.join(ATTENTIONS)}")
     return ResourcesSpec(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus,
-                         ray_train=mode, compile=compile_)
+                         ray_train=mode, compile=compile_, attention=attention)
 
 
 def _parse_failures(p: Path, raw: Any) -> FailuresSpec:
@@ -1381,6 +1395,21 @@ class BranchGridSampler(optuna.samplers.GridSampler):
         self._n_min_trials = len(grids)
 
 
+TPE_STARTUP_MAX = 10  # Optuna's default number of random start-up trials
+
+
+def tpe_startup_trials(n_params: int, num_samples: int) -> int:
+    """How many random trials TPE runs before it models the results.
+
+    Optuna's 10, but no more than one more than the sampled parameters (the fewest points
+    BOHB builds its density model from) and no more than a quarter of the sweep's trials
+    (SMAC's cap on its initial design): with Optuna's default a 6-trial sweep would be random
+    search throughout, and on a small space 10 random trials spend much of the budget before
+    the model starts.
+    """
+    return max(2, min(TPE_STARTUP_MAX, n_params + 1, math.ceil(num_samples / 4)))
+
+
 def make_sampler(spec: SweepSpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of `search.algorithm`, seeded with `seed` (default: search.seed),
     with `search.args` as keyword arguments."""
@@ -1388,6 +1417,9 @@ def make_sampler(spec: SweepSpec, seed: int | None = None) -> optuna.samplers.Ba
     algorithm = spec.search.algorithm
     cls = _sampler_class(algorithm)
     kwargs: dict[str, Any] = {}
+    if algorithm == "tpe":
+        n_params = sum(1 for p in spec.order if p.sampled)
+        kwargs["n_startup_trials"] = tpe_startup_trials(n_params, spec.search.num_samples)
     if algorithm == "tpe" and not spec.search.multi_objective:
         # Multivariate TPE models parameters jointly; `group` splits the space by which
         # parameters trials actually had, so branch parameters are modelled within their branch.
@@ -1455,6 +1487,11 @@ def describe(spec: SweepSpec) -> str:
     lines.append(f"  search: {s.algorithm} ({objective}), {s.num_samples} trials, "
                  f"{s.max_concurrent} at a time, seed {s.seed}{budget}"
                  + (f", args {dict(s.args)}" if s.args else ""))
+    if s.algorithm == "tpe" and "n_startup_trials" not in s.args:
+        n_params = sum(1 for q in spec.order if q.sampled)
+        lines.append(f"  tpe: {tpe_startup_trials(n_params, s.num_samples)} random start-up "
+                     f"trials ({n_params} sampled parameters; search.args.n_startup_trials "
+                     "sets it)")
     if s.algorithm == "grid":
         size = grid_size(spec)
         product = math.prod(len(q.grid_values()) for q in spec.order if q.sampled)
@@ -1469,7 +1506,8 @@ def describe(spec: SweepSpec) -> str:
                  f"{_fmt(r.gpus_per_worker)} GPU), "
                  + ("a Ray Train worker group per trial" if r.uses_ray_train
                     else "run in the trial's process, reused between trials")
-                 + ("; encoder compiled (torch.compile)" if r.compile else ""))
+                 + ("; encoder compiled (torch.compile)" if r.compile else "")
+                 + (f"; {r.attention} attention" if r.attention != "auto" else ""))
     t = spec.tracking
     uri = redact(t.tracking_uri) if t.tracking_uri else "(launcher)"
     lines.append(f"  tracking: experiment {t.experiment}, uri {uri}, "

@@ -98,7 +98,8 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     loop = {
         "config": config.to_dict(), "run_id": run_id, "tracker": tracker,
         "cache_dir": ctx.cache_dir, "threads": max(1, int(r.cpus_per_worker)),
-        "cpu": not r.gpus_per_worker, "compile": r.compile, "trial_id": trial_id,
+        "cpu": not r.gpus_per_worker, "compile": r.compile, "attention": r.attention,
+        "trial_id": trial_id,
         "log_model": ctx.spec.tracking.log_model, "trial_started": started,
     }
     ckpt = ctx.spec.checkpoints
@@ -270,7 +271,7 @@ def train_loop(loop: dict[str, Any], session: TrainSession | TuneSession) -> Non
 
     runtime = Runtime(
         cpu=loop["cpu"], num_threads=loop["threads"], cache_dir=loop["cache_dir"],
-        compile=loop.get("compile", False),
+        compile=loop.get("compile", False), attention=loop.get("attention", "auto"),
         out_dir=str(out_dir), checkpoint_dir=str(staging / "checkpoints"),
         resume_from=resume_from, keep_checkpoints=1, progress_lines=0,
     )

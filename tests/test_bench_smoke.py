@@ -38,7 +38,8 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     out, js, prof = tmp_path / "gpu.md", tmp_path / "gpu.json", tmp_path / "profile.txt"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--data", str(data),
-         "--batches", "16,64", "--compiled", "", "--out", str(out), "--json", str(js),
+         "--batches", "16,64", "--compiled", "", "--packed", "64", "--packed-compiled", "",
+         "--out", str(out), "--json", str(js),
          "--profile", str(prof)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -47,10 +48,12 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
 
     rows = json.loads(js.read_text())["rows"]
     assert [(r["name"].split(":")[0], r["batch"]) for r in rows] == [
-        ("baseline", 32), ("fast", 16), ("fast", 64)]
+        ("baseline", 32), ("fast", 16), ("fast", 64), ("fast + packed", 64)]
     for r in rows:
         assert r["real_tokens_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1
     # Bucketing pads less than padding each batch to its longest row.
     assert rows[1]["padding_efficiency"] > rows[0]["padding_efficiency"]
+    # Packed, the encoder computes the real tokens only.
+    assert rows[3]["padding_efficiency"] == 1.0 > rows[2]["padding_efficiency"]
     assert "| baseline: fp32, eager, unbucketed | 32 |" in out.read_text()
     assert prof.read_text().startswith("2 steps in ")

@@ -175,18 +175,26 @@ def test_reproduction_as_a_one_trial_ray_run(sweep):
     assert all(m["diff"] == 0 for m in out["metrics"].values())
 
 
-def test_a_compiled_trial_is_reproduced_compiled(tmp_path, demo_dir, cache_dir):
-    """`resources.compile: true`: the trial trains its encoder under torch.compile, the sweep
-    run records it, and `reproduce` compiles too (eager training draws its dropout masks
-    differently, so only a compiled reproduction matches exactly)."""
+@pytest.mark.parametrize("resources,said,tag,param", [
+    ({"compile": True}, "encoder compiled", ("mtsweep.compile", "true"),
+     ("resources.compile", "True")),
+    ({"attention": "packed"}, "packed attention", ("mtsweep.attention", "packed"),
+     ("resources.attention", "packed")),
+], ids=["compiled", "packed"])
+def test_a_trial_is_reproduced_as_it_ran(tmp_path, demo_dir, cache_dir, resources, said, tag,
+                                         param):
+    """`resources.compile: true` / `resources.attention: packed`: the trial trains that way,
+    the sweep run records it, and `reproduce` does the same (training the other way draws
+    its dropout masks differently, so only a reproduction that does matches exactly)."""
     base = tiny_dict(demo_dir, epochs=1)
+    base["encoder"]["attention_dropout"] = 0.0  # packed attention has none
     base["data"]["train_limit"] = {"sst": 48, "para": 48, "sts": 48}
     base["data"]["dev_limit"] = {"sst": 24, "para": 24, "sts": 24}
-    spec = {"name": "compiled", "base": base, "space": {"optim.lr": [1e-3]},
+    spec = {"name": "asran", "base": base, "space": {"optim.lr": [1e-3]},
             "search": {"algorithm": "grid", "num_samples": 1},
             "scheduler": {"name": "fifo"},
-            "resources": {"workers": 1, "cpus_per_worker": 1, "compile": True}}
-    path = tmp_path / "compiled.yaml"
+            "resources": {"workers": 1, "cpus_per_worker": 1, **resources}}
+    path = tmp_path / "asran.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
@@ -198,8 +206,8 @@ def test_a_compiled_trial_is_reproduced_compiled(tmp_path, demo_dir, cache_dir):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = _last_json(r.stdout)
     assert out["match"] is True, out["metrics"]
-    assert "encoder compiled" in r.stdout
+    assert said in r.stdout
     c = _client({"uri": uri})
-    assert c.get_run(out["reproduction_run_id"]).data.tags["mtsweep.compile"] == "true"
+    assert c.get_run(out["reproduction_run_id"]).data.tags[tag[0]] == tag[1]
     parent = c.get_run(trial["run_id"]).data.tags["mlflow.parentRunId"]
-    assert c.get_run(parent).data.params["resources.compile"] == "True"
+    assert c.get_run(parent).data.params[param[0]] == param[1]

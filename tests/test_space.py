@@ -21,6 +21,7 @@ from orchestrator.space import (
     point_key_paths,
     point_to_config,
     sample_points,
+    tpe_startup_trials,
 )
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
@@ -229,6 +230,23 @@ def test_every_algorithm_samples_valid_points(sweep_dir: Path, algorithm: str) -
     assert type(sampler).__name__ in (ALGORITHMS[algorithm], "BranchGridSampler")
     for p in sample_points(spec, 4):
         point_to_config(spec, p)
+
+
+def test_tpe_start_up_trials_follow_the_sweep(sweep_dir: Path) -> None:
+    """TPE's random start-up: Optuna's 10 at most, one more than the sampled parameters, a
+    quarter of the sweep's trials; `search.args.n_startup_trials` wins."""
+    assert [tpe_startup_trials(p, n) for p, n in [(33, 200), (4, 72), (7, 6), (1, 3), (3, 12)]
+            ] == [10, 5, 2, 2, 3]
+
+    def startup(spec: SweepSpec) -> int:
+        return make_sampler(spec)._n_startup_trials
+
+    quick = load_sweep(SPACES / "quickstart.yaml")  # 7 parameters, 6 trials
+    assert startup(quick) == 2 and "tpe: 2 random start-up trials" in describe(quick)
+    assert startup(load_sweep(SPACES / "full.yaml")) == 10
+    assert startup(load_sweep(SPACES / "quickstart.yaml", ["search.num_samples=40"])) == 8
+    mine = load_sweep(SPACES / "quickstart.yaml", ["search.args={n_startup_trials: 7}"])
+    assert startup(mine) == 7 and "random start-up" not in describe(mine)
 
 
 # ---- bad sweep files: one ConfigError naming the file and the key path ----------------------

@@ -29,6 +29,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the encoder with torch.compile (faster GPU steps after a "
                         "start-up of a minute or more)")
+    p.add_argument("--attention", choices=["auto", "sdpa", "eager", "packed"], default="auto",
+                   help="the encoder's attention; packed: the real tokens only, no padding "
+                        "(variable-length flash attention on a GPU; needs "
+                        "encoder.attention_dropout=0)")
     p.add_argument("--cache-dir", help="tokenized-data cache (default $MTSWEEP_CACHE or "
                    "~/.cache/mtsweep)")
 
@@ -43,6 +47,7 @@ def run_train(args: argparse.Namespace) -> int:
         cpu=True if args.cpu else None, mixed_precision=args.precision,
         num_threads=args.threads, cache_dir=args.cache_dir, out_dir=args.out,
         checkpoint_dir=args.checkpoint_dir, resume_from=args.resume, compile=args.compile,
+        attention=args.attention,
     )
     try:
         metrics = train(config, runtime)

@@ -42,7 +42,7 @@ def load_encoder(cfg: EncoderConfig, attention: str = "auto"):
     whose forward gives `last_hidden_state` (batch, seq, hidden)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
 
-    attn = "sdpa" if attention == "auto" else attention
+    attn = _implementation(attention)
     dropout = dict(
         hidden_dropout_prob=cfg.hidden_dropout, attention_probs_dropout_prob=cfg.attention_dropout
     )
@@ -76,8 +76,18 @@ def load_saved_encoder(folder: str | Path, attention: str = "auto"):
     folder = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = AutoConfig.from_pretrained(folder)
-    config._attn_implementation = "sdpa" if attention == "auto" else attention
+    config._attn_implementation = _implementation(attention)
     return tokenizer, AutoModel.from_config(config)
+
+
+def _implementation(attention: str) -> str:
+    """Hugging Face's attention implementation for `Runtime.attention`."""
+    if attention == "packed":
+        from trainables.packing import PACKED, register
+
+        register()
+        return PACKED
+    return "sdpa" if attention == "auto" else attention
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -9,6 +9,7 @@ from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 from trainables.heads import HEADS
 from trainables.losses import LOSSES
+from trainables.packing import PACKED, Packing
 from trainables.tasks import TASKS
 from trainables.weighting import WEIGHTINGS
 
@@ -27,6 +28,8 @@ class Pooling(nn.Module):
         self.mode = mode
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if isinstance(mask, Packing):  # (1, T, hidden) packed states
+            return mask.pool(states, self.mode)
         if self.mode == "cls":
             return states[:, 0]
         m = mask.unsqueeze(-1).to(states.dtype)
@@ -47,6 +50,11 @@ class MultiTaskModel(nn.Module):
         if config.encoder.fine_tune == "frozen":
             encoder.requires_grad_(False)
         self.pooling = Pooling(config.encoder.pooling)
+        self.packed = getattr(encoder.config, "_attn_implementation", None) == PACKED
+        if self.packed and config.encoder.attention_dropout:
+            raise ConfigError(
+                "encoder.attention_dropout: packed attention has "
+                f"no attention dropout; set it to 0 (got {config.encoder.attention_dropout})")
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict()
         self.losses = nn.ModuleDict()
@@ -72,6 +80,14 @@ class MultiTaskModel(nn.Module):
         self, input_ids: torch.Tensor, mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(B, L) token ids → (B, hidden) pooled embeddings."""
+        if self.packed:  # only the real tokens, laid end to end (trainables.packing)
+            packing = Packing.of(mask)
+            states = self.encoder(
+                input_ids=packing.pack(input_ids), position_ids=packing.positions(mask),
+                token_type_ids=None if token_type_ids is None else packing.pack(token_type_ids),
+                packing=packing,
+            ).last_hidden_state
+            return self.pooling(states, packing)
         states = self.encoder(
             input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids
         ).last_hidden_state

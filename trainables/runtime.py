@@ -16,8 +16,10 @@ class Runtime:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     # Attention of the encoder: "auto" = PyTorch SDPA (scaled_dot_product_attention) with, on
     # a GPU, its flash / memory-efficient kernels; "sdpa" = SDPA with PyTorch's own kernel
-    # choice (cuDNN first on recent GPUs); "eager" = the model's plain matmul-softmax code.
-    attention: Literal["auto", "sdpa", "eager"] = "auto"
+    # choice (cuDNN first on recent GPUs); "eager" = the model's plain matmul-softmax code;
+    # "packed" = the encoder runs on the real tokens only, no padding, with variable-length
+    # flash attention on a GPU (`trainables.packing`; needs encoder.attention_dropout 0).
+    attention: Literal["auto", "sdpa", "eager", "packed"] = "auto"
     # Compile the encoder with torch.compile (TorchInductor kernels; worth its start-up of a
     # minute or more on long GPU trials, not on short CPU ones).
     compile: bool = False
