@@ -17,6 +17,8 @@ dropout: a packed trial needs `encoder.attention_dropout: 0`.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -79,14 +81,31 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
         raise RuntimeError("packed attention has no attention dropout; set "
                            "encoder.attention_dropout: 0")
     q, k, v = (t.squeeze(0).transpose(0, 1) for t in (query, key, value))  # (T, heads, d)
-    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
-        from torch.nn.attention.varlen import varlen_attn
-
-        out = varlen_attn(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.width,
-                          packing.width, scale=scaling)
-    else:
-        out = _padded_attention(q, k, v, packing, scaling)
+    half = q.dtype in (torch.bfloat16, torch.float16)
+    varlen = _VARLEN[0] if _VARLEN and q.is_cuda and half else None
+    if varlen is None:
+        return _padded_attention(q, k, v, packing, scaling).unsqueeze(0), None
+    # The default scale (1/√d, BERT's) is left out: older releases do not take the argument.
+    extra = {} if scaling is None or math.isclose(scaling, q.shape[-1] ** -0.5) \
+        else {"scale": scaling}
+    out = varlen(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.width,
+                 packing.width, **extra)
     return out.unsqueeze(0), None
+
+
+# PyTorch's variable-length attention, looked up once by `register` (outside compiled code).
+_VARLEN: list = []
+
+
+def _find_varlen():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        warnings.warn(f"torch {torch.__version__} has no torch.nn.attention.varlen: packed "
+                      "attention runs on the rows padded again on the GPU too (correct, not "
+                      "faster)", stacklevel=3)
+        return None
+    return varlen_attn
 
 
 def _padded_attention(q, k, v, packing: Packing, scaling: float | None) -> torch.Tensor:
@@ -103,4 +122,6 @@ def register() -> None:
     """Make `PACKED` known to Hugging Face (idempotent)."""
     from transformers import AttentionInterface
 
+    if not _VARLEN:
+        _VARLEN.append(_find_varlen())
     AttentionInterface.register(PACKED, packed_attention)
