@@ -122,8 +122,8 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
                 tune.with_resources(_sleeper, {"cpu": 1}),
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, num_samples=n, metric="overall", mode="max",
-                    scheduler=ASHAScheduler(time_attr="epoch", max_t=REPORTS, grace_period=1,
-                                            reduction_factor=2),
+                    scheduler=ASHAScheduler(time_attr="epoch", max_t=REPORTS,
+                                            **spec.scheduler.args),
                     reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(name=f"driver-{n}", storage_path=str(storage),
@@ -500,8 +500,9 @@ def run(quick: bool, workdir: Path) -> Result:
         "",
         f"A local multi-node Ray (`ray.cluster_utils.Cluster`: head with 0 CPUs + {NODES} "
         f"nodes × {CPUS_PER_NODE} logical CPUs = {NODES * CPUS_PER_NODE} trials at a time); "
-        f"each trial sleeps {SLEEP_S} s and reports, {REPORTS} times (ASHA, grace 1, "
-        "reduction 2, stops many after 1 or 2); the searcher is `OptunaSearch` over the "
+        f"each trial sleeps {SLEEP_S} s and reports, {REPORTS} times (ASHA as "
+        f"`{FULL_YAML.name}` sets it, grace 1, reduction 3: stops most after 1); the "
+        "searcher is `OptunaSearch` over the "
         f"space of `{FULL_YAML.relative_to(REPO)}` with mtsweep's TPE sampler "
         "(`make_sampler`); `reuse_actors=True` so that process start-up (paid on the worker "
         "nodes in a real cluster) stays out. Ideal = results × sleep ÷ concurrency.",
