@@ -41,6 +41,7 @@ from orchestrator.tracking import redact
 from trainables.config import TrialConfig, apply_overrides, flatten, load_yaml
 from trainables.errors import ConfigError
 from trainables.metrics import TASK_METRIC
+from trainables.runtime import ATTENTIONS
 from trainables.tasks import TASKS
 
 __all__ = [
@@ -113,7 +114,6 @@ _SEARCH_KEYS = ("algorithm", "metric", "mode", "num_samples", "max_concurrent", 
 _SCHEDULER_KEYS = ("name", "metric", "mode", "args")
 _RESOURCES_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "ray_train", "compile",
                    "attention")
-ATTENTIONS = ("auto", "sdpa", "eager", "packed")  # trainables.runtime.Runtime.attention
 RAY_TRAIN_MODES = ("auto", "always")
 _TRACKING_KEYS = ("experiment", "tracking_uri", "log_model")
 _FAILURES_KEYS = ("worker_restarts", "trial_retries")

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 
 from trainables.errors import MtsweepError
+from trainables.runtime import ATTENTIONS
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the encoder with torch.compile (faster GPU steps after a "
                         "start-up of a minute or more)")
-    p.add_argument("--attention", choices=["auto", "sdpa", "eager", "packed"], default="auto",
+    p.add_argument("--attention", choices=ATTENTIONS, default="auto",
                    help="the encoder's attention; packed: the real tokens only, no padding "
                         "(variable-length flash attention on a GPU; needs "
                         "encoder.attention_dropout=0)")

@@ -27,7 +27,7 @@ class Pooling(nn.Module):
             raise ConfigError(f"encoder.pooling: {mode!r}; valid: {', '.join(self.MODES)}")
         self.mode = mode
 
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, states: torch.Tensor, mask: torch.Tensor | Packing) -> torch.Tensor:
         if isinstance(mask, Packing):  # (1, T, hidden) packed states
             return mask.pool(states, self.mode)
         if self.mode == "cls":

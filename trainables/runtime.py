@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+# The encoder's attention implementations (`Runtime.attention`), as the CLI and sweep files
+# name them.
+ATTENTIONS = ("auto", "sdpa", "eager", "packed")
+
 
 @dataclass(frozen=True)
 class Runtime:
