@@ -421,6 +421,11 @@ class SweepSpec:
         return list(_walk(self.params))
 
     @property
+    def n_sampled(self) -> int:
+        """How many parameters Optuna samples (branch parameters included)."""
+        return sum(1 for p in self.order if p.sampled)
+
+    @property
     def has_conditional(self) -> bool:
         return any(p.conditional and p.sampled for p in self.order)
 
@@ -1418,8 +1423,7 @@ def make_sampler(spec: SweepSpec, seed: int | None = None) -> optuna.samplers.Ba
     cls = _sampler_class(algorithm)
     kwargs: dict[str, Any] = {}
     if algorithm == "tpe":
-        n_params = sum(1 for p in spec.order if p.sampled)
-        kwargs["n_startup_trials"] = tpe_startup_trials(n_params, spec.search.num_samples)
+        kwargs["n_startup_trials"] = tpe_startup_trials(spec.n_sampled, spec.search.num_samples)
     if algorithm == "tpe" and not spec.search.multi_objective:
         # Multivariate TPE models parameters jointly; `group` splits the space by which
         # parameters trials actually had, so branch parameters are modelled within their branch.
@@ -1488,10 +1492,9 @@ def describe(spec: SweepSpec) -> str:
                  f"{s.max_concurrent} at a time, seed {s.seed}{budget}"
                  + (f", args {dict(s.args)}" if s.args else ""))
     if s.algorithm == "tpe" and "n_startup_trials" not in s.args:
-        n_params = sum(1 for q in spec.order if q.sampled)
-        lines.append(f"  tpe: {tpe_startup_trials(n_params, s.num_samples)} random start-up "
-                     f"trials ({n_params} sampled parameters; search.args.n_startup_trials "
-                     "sets it)")
+        lines.append(f"  tpe: {tpe_startup_trials(spec.n_sampled, s.num_samples)} random "
+                     f"start-up trials ({spec.n_sampled} sampled parameters; "
+                     "search.args.n_startup_trials sets it)")
     if s.algorithm == "grid":
         size = grid_size(spec)
         product = math.prod(len(q.grid_values()) for q in spec.order if q.sampled)
