@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import itertools
 import json
@@ -149,7 +150,13 @@ def _replay(config: dict[str, Any], curves: dict[str, list[float]]) -> None:
 
 
 def shipped_asha() -> dict[str, Any]:
-    """The ASHA arguments of the shipped sweeps (`search_spaces/quickstart.yaml`)."""
+    """The ASHA arguments of the shipped sweeps (`search_spaces/quickstart.yaml`; a copy)."""
+    return dict(_shipped_asha())
+
+
+@functools.cache
+def _shipped_asha() -> dict[str, Any]:
+    """Read once: every search of a run uses them."""
     from orchestrator.space import load_sweep
 
     return dict(load_sweep(QUICKSTART_YAML).scheduler.args)

@@ -68,7 +68,7 @@ def test_packing_round_trip_and_pooling():
     mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
     p = Packing.of(mask)
     assert p.cu_seqlens.tolist() == [0, 3, 4, 8] and p.cu_seqlens.dtype == torch.int32
-    assert p.positions(mask).tolist() == [[0, 1, 2, 0, 0, 1, 2, 3]]
+    assert p.positions().tolist() == [[0, 1, 2, 0, 0, 1, 2, 3]]
     x = torch.arange(12.0).view(3, 4, 1)
     packed = p.pack(x)
     assert packed.squeeze(-1).tolist() == [[0, 1, 2, 4, 8, 9, 10, 11]]

@@ -83,7 +83,7 @@ class MultiTaskModel(nn.Module):
         if self.packed:  # only the real tokens, laid end to end (trainables.packing)
             packing = Packing.of(mask)
             states = self.encoder(
-                input_ids=packing.pack(input_ids), position_ids=packing.positions(mask),
+                input_ids=packing.pack(input_ids), position_ids=packing.positions(),
                 token_type_ids=None if token_type_ids is None else packing.pack(token_type_ids),
                 packing=packing,
             ).last_hidden_state

@@ -31,6 +31,7 @@ PACKED = "mtsweep_packed"  # the attention implementation's name in Hugging Face
 class Packing:
     """Where a padded (B, L) batch's real tokens sit once laid end to end (T of them)."""
 
+    keep: torch.Tensor  # (B, L) bool: the real tokens of the padded batch
     index: torch.Tensor  # (T,) positions of the real tokens in the flattened (B·L) batch
     row: torch.Tensor  # (T,) the row each real token belongs to
     cu_seqlens: torch.Tensor  # (B+1,) int32 offsets of the rows in the packed sequence
@@ -43,7 +44,7 @@ class Packing:
         rows, width = keep.shape
         index = keep.flatten().nonzero().squeeze(1)  # waits for the mask: T is data-dependent
         lengths = keep.sum(1, dtype=torch.int32)
-        return cls(index=index, row=torch.div(index, width, rounding_mode="floor"),
+        return cls(keep=keep, index=index, row=torch.div(index, width, rounding_mode="floor"),
                    cu_seqlens=F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0)),
                    rows=rows, width=width)
 
@@ -51,9 +52,9 @@ class Packing:
         """(B, L, …) → (1, T, …)."""
         return x.flatten(0, 1)[self.index].unsqueeze(0)
 
-    def positions(self, mask: torch.Tensor) -> torch.Tensor:
+    def positions(self) -> torch.Tensor:
         """(1, T) position ids: each row counts from 0 (rows are left-aligned)."""
-        return self.pack(mask.long().cumsum(1) - 1)
+        return self.pack(self.keep.long().cumsum(1) - 1)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """(T, …) → (B, L, …), zeros at the padding."""
@@ -111,9 +112,7 @@ def _find_varlen():
 def _padded_attention(q, k, v, packing: Packing, scaling: float | None) -> torch.Tensor:
     """The same result through SDPA on the rows padded again (CPU, fp32)."""
     qp, kp, vp = (packing.unpack(t).transpose(1, 2) for t in (q, k, v))  # (B, heads, L, d)
-    keep = torch.zeros(packing.rows * packing.width, dtype=torch.bool, device=q.device)
-    keep[packing.index] = True
-    mask = keep.view(packing.rows, 1, 1, packing.width)
+    mask = packing.keep.view(packing.rows, 1, 1, packing.width)
     out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, scale=scaling)
     return out.transpose(1, 2).flatten(0, 1)[packing.index]
 
