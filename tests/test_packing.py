@@ -94,3 +94,43 @@ def test_packed_attention_refuses_attention_dropout(tiny_config):
     cfg = tiny_config({"encoder.attention_dropout": 0.1})
     with pytest.raises(ConfigError, match="encoder.attention_dropout"):
         train(cfg, Runtime(cpu=True, progress_lines=0, attention="packed"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("para,sts", [("cosine", "concat"), ("cross", "sbert")])
+def test_packed_flash_attention_matches_padded_on_a_gpu(tiny_config, cache_dir, monkeypatch,
+                                                        para, sts):
+    """On a GPU in bf16 the packed encoder runs PyTorch's variable-length flash attention: its
+    outputs and gradients match the padded SDPA encoder's to bf16 precision."""
+    from trainables import packing
+
+    cfg = tiny_config({"encoder.attention_dropout": 0.0, "encoder.hidden_dropout": 0.0,
+                       "tasks.para.head": para, "tasks.para.head_args": {},
+                       "tasks.sts.head": sts})
+    tokenizer, padded, packed = _models(cfg)
+    assert packing._VARLEN and packing._VARLEN[0] is not None, \
+        f"torch {torch.__version__} has no torch.nn.attention.varlen"
+    calls = []
+    kernel = packing._VARLEN[0]
+    monkeypatch.setitem(packing._VARLEN, 0, lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    padded.to("cuda", torch.bfloat16)
+    packed.to("cuda", torch.bfloat16)
+    modes = {t: padded.input_mode(t) for t in cfg.tasks}
+    splits = load_task_splits(cfg, tokenizer, modes, cache_dir, splits=("train",))
+    step = {task: {k: v.cuda() for k, v in
+                   collate(s["train"].data, s["train"].rows[:64], tokenizer.pad_token_id).items()}
+            for task, s in splits.items()}
+    out_a, out_b = padded(step), packed(step)
+    assert calls, "the packed encoder did not call the variable-length kernel"
+    for task in step:
+        torch.testing.assert_close(out_b["outputs"][task].float(), out_a["outputs"][task].float(),
+                                   rtol=0.05, atol=0.05)
+    sum(out_a["weighted"].values()).backward()
+    sum(out_b["weighted"].values()).backward()
+    grads_a = dict(padded.named_parameters())
+    for name, p in packed.named_parameters():
+        g = grads_a[name].grad
+        if g is not None and p.grad is not None:
+            cos = torch.nn.functional.cosine_similarity(p.grad.float().flatten(),
+                                                        g.float().flatten(), dim=0)
+            assert cos > 0.98 or g.abs().max() < 1e-4, (name, float(cos))
