@@ -77,6 +77,35 @@ def test_packing_round_trip_and_pooling():
     assert p.pool(packed, "mean").squeeze(-1).tolist() == [1, 4, 9.5]
 
 
+def test_the_kernel_call_compiles_without_graph_breaks(monkeypatch):
+    """Under torch.compile with dynamic shapes (as `Runtime(compile=True)` runs the encoder) the
+    call into the variable-length kernel stays in the graph: a break there would run every
+    layer eagerly. A stand-in kernel takes the GPU kernel's place on the CPU."""
+    from trainables import packing
+
+    seen = {}
+
+    def stand_in(q, k, v, cu_q, cu_k, max_q, max_k, scale=None):
+        seen["scale"] = scale
+        return q * scale + k - v
+
+    monkeypatch.setattr(packing, "_VARLEN", [stand_in])
+    monkeypatch.setattr(packing, "_kernel_runs", lambda q: True)
+    torch._dynamo.reset()
+
+    def attend(q, p):
+        return packing.packed_attention(None, q, q, q, None, scaling=0.25, packing=p)[0]
+
+    compiled = torch.compile(attend, fullgraph=True, dynamic=True)
+    for lengths in ([3, 1, 4], [2, 5]):  # two batches: other rows, widths and token counts
+        mask = (torch.arange(max(lengths)) < torch.tensor(lengths)[:, None]).long()
+        p = Packing.of(mask)
+        q = torch.randn(1, 2, sum(lengths), 16)
+        torch.testing.assert_close(compiled(q, p), attend(q, p))
+    assert seen["scale"] == 0.25
+    torch._dynamo.reset()
+
+
 def test_packed_trial_trains_like_the_padded_one(tiny_config):
     """Two epochs of the demo trial: the packed encoder gives the padded one's metrics up to
     float rounding (the two sum in different orders); without dropout, whose masks would be
@@ -112,7 +141,7 @@ def test_packed_flash_attention_matches_padded_on_a_gpu(tiny_config, cache_dir, 
         f"torch {torch.__version__} has no torch.nn.attention.varlen"
     calls = []
     kernel = packing._VARLEN[0]
-    monkeypatch.setitem(packing._VARLEN, 0, lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    monkeypatch.setattr(packing, "_VARLEN", [lambda *a, **k: calls.append(1) or kernel(*a, **k)])
     padded.to("cuda", torch.bfloat16)
     packed.to("cuda", torch.bfloat16)
     modes = {t: padded.input_mode(t) for t in cfg.tasks}

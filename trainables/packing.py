@@ -17,7 +17,7 @@ dropout: a packed trial needs `encoder.attention_dropout: 0`.
 
 from __future__ import annotations
 
-import math
+import inspect
 import warnings
 from dataclasses import dataclass
 
@@ -82,16 +82,19 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
         raise RuntimeError("packed attention has no attention dropout; set "
                            "encoder.attention_dropout: 0")
     q, k, v = (t.squeeze(0).transpose(0, 1) for t in (query, key, value))  # (T, heads, d)
-    half = q.dtype in (torch.bfloat16, torch.float16)
-    varlen = _VARLEN[0] if _VARLEN and q.is_cuda and half else None
+    varlen = _VARLEN[0] if _VARLEN and _kernel_runs(q) else None
     if varlen is None:
         return _padded_attention(q, k, v, packing, scaling).unsqueeze(0), None
-    # The default scale (1/√d, BERT's) is left out: older releases do not take the argument.
-    extra = {} if scaling is None or math.isclose(scaling, q.shape[-1] ** -0.5) \
-        else {"scale": scaling}
+    # No Python arithmetic on the shapes here: under torch.compile they are symbolic, and a
+    # comparison of them would break the graph in every layer.
     out = varlen(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.width,
-                 packing.width, **extra)
+                 packing.width, scale=scaling)
     return out.unsqueeze(0), None
+
+
+def _kernel_runs(q: torch.Tensor) -> bool:
+    """Flash Attention's kernels: CUDA, bf16/fp16."""
+    return q.is_cuda and q.dtype in (torch.bfloat16, torch.float16)
 
 
 # PyTorch's variable-length attention, looked up once by `register` (outside compiled code).
@@ -99,14 +102,26 @@ _VARLEN: list = []
 
 
 def _find_varlen():
+    """PyTorch's public variable-length attention (torch ≥ 2.10), else the Flash Attention op it
+    calls (ATen's `_flash_attention_forward`, differentiable, in CUDA builds since 2.2)."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
-        warnings.warn(f"torch {torch.__version__} has no torch.nn.attention.varlen: packed "
-                      "attention runs on the rows padded again on the GPU too (correct, not "
-                      "faster)", stacklevel=3)
-        return None
-    return varlen_attn
+        pass
+    else:
+        if "scale" in inspect.signature(varlen_attn).parameters:  # not in its first release
+            return varlen_attn
+    if hasattr(torch.ops.aten, "_flash_attention_forward"):
+        return _aten_varlen
+    warnings.warn(f"torch {torch.__version__} has no variable-length attention: packed "
+                  "attention runs on the rows padded again on the GPU too (correct, not "
+                  "faster)", stacklevel=3)
+    return None
+
+
+def _aten_varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale=None):
+    return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, False,
+                                                   False, scale=scale)[0]
 
 
 def _padded_attention(q, k, v, packing: Packing, scaling: float | None) -> torch.Tensor:
