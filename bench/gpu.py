@@ -221,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=80, help="optimizer steps per timed epoch")
     p.add_argument("--no-baseline", action="store_true", help="skip the fp32 baseline")
     p.add_argument("--profile", type=Path, default=None,
-                   help="also profile 10 steps of the fast configuration at the largest batch "
-                        "and write the GPU busy fraction and top kernels to this file")
+                   help="also profile 10 steps of the fast, compiled and packed-compiled "
+                        "configurations at their largest batch and write the GPU busy fraction "
+                        "and top kernels to this file (PROFILE, PROFILE.compiled, "
+                        "PROFILE.packed-compiled)")
     p.add_argument("--no-repro", action="store_true", help="skip the two-run agreement check")
     p.add_argument("--smoke", action="store_true",
                    help="check the script on a CPU: the tiny encoder, a few steps, no GPU numbers")
@@ -322,11 +324,18 @@ def main(argv: list[str] | None = None) -> int:
             _write_json(a.json, gpu, n_params, embedding, ceiling, rows, diff)
 
     if a.profile:
-        largest = max(int(b) for b in a.batches.split(",") if b)
-        measure(config(largest, True), rt(fast_precision, "auto"), profile=a.profile)
-        if compiled:
-            measure(config(largest, True), rt(fast_precision, "auto", True),
-                    profile=a.profile.with_suffix(".compiled" + a.profile.suffix))
+        # 10 steps of each kind of configuration at its largest batch: eager, compiled,
+        # packed and compiled (PROFILE, PROFILE.compiled, PROFILE.packed-compiled).
+        for suffix, sizes, runtime in (
+                ("", a.batches, rt(fast_precision, "auto")),
+                ("compiled", a.compiled, rt(fast_precision, "auto", True)),
+                ("packed-compiled", a.packed_compiled, rt(fast_precision, "packed", True))):
+            if not [b for b in sizes.split(",") if b]:
+                continue
+            path = a.profile.with_suffix(f".{suffix}{a.profile.suffix}") if suffix else a.profile
+            batch = max(int(b) for b in sizes.split(",") if b)
+            measure(config(batch, True, packed=runtime.attention == "packed"), runtime,
+                    profile=path)
 
     report = render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps)
     print(report)
