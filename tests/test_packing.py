@@ -106,6 +106,41 @@ def test_the_kernel_call_compiles_without_graph_breaks(monkeypatch):
     torch._dynamo.reset()
 
 
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale=None):
+    """Variable-length attention row by row with SDPA: (T, heads, d) in and out."""
+    assert cu_q.dtype == torch.int32 and max_q == max_k and torch.equal(cu_q, cu_k)
+    assert int(cu_q.diff().max()) <= max_q
+    out = []
+    for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist(), strict=True):
+        qi, ki, vi = (t[a:b].transpose(0, 1) for t in (q, k, v))  # (heads, len, d)
+        out.append(torch.nn.functional.scaled_dot_product_attention(qi, ki, vi, scale=scale)
+                   .transpose(0, 1))
+    return torch.cat(out)
+
+
+def test_the_kernel_call_gives_the_padded_result(tiny_config, cache_dir, monkeypatch):
+    """The call into the variable-length kernel (layout, row offsets, widths, scale), checked on
+    the CPU with a row-by-row reference kernel in its place: the same outputs as padded SDPA."""
+    from trainables import packing
+
+    cfg = tiny_config({"encoder.attention_dropout": 0.0, "encoder.hidden_dropout": 0.0,
+                       "tasks.para.head": "cross", "tasks.para.head_args": {}})
+    tokenizer, padded, packed = _models(cfg)
+    calls = []
+    monkeypatch.setattr(packing, "_VARLEN",
+                        [lambda *a, **k: calls.append(1) or _reference_varlen(*a, **k)])
+    monkeypatch.setattr(packing, "_kernel_runs", lambda q: True)
+    modes = {t: padded.input_mode(t) for t in cfg.tasks}
+    splits = load_task_splits(cfg, tokenizer, modes, cache_dir, splits=("train",))
+    step = {task: collate(s["train"].data, s["train"].rows[:24], tokenizer.pad_token_id)
+            for task, s in splits.items()}
+    out_a, out_b = padded(step), packed(step)
+    assert calls
+    for task in step:
+        torch.testing.assert_close(out_b["outputs"][task], out_a["outputs"][task],
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_packed_trial_trains_like_the_padded_one(tiny_config):
     """Two epochs of the demo trial: the packed encoder gives the padded one's metrics up to
     float rounding (the two sum in different orders); without dropout, whose masks would be
