@@ -202,6 +202,11 @@ def _epoch_examples(per_epoch: list[dict]) -> float:
     return total - before
 
 
+def _sizes(text: str) -> list[int]:
+    """'256,1024' → [256, 1024]; '' → [] (none)."""
+    return [int(b) for b in text.split(",") if b.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="CS224N data folder")
@@ -210,13 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--batches", default="32,256,1024",
+    p.add_argument("--batches", default="32,256,1024", type=_sizes,
                    help="batch sizes of the fast configuration (comma-separated)")
-    p.add_argument("--compiled", default="512,1024",
+    p.add_argument("--compiled", default="512,1024", type=_sizes,
                    help="batch sizes of the fast configuration with torch.compile ('' for none)")
-    p.add_argument("--packed", default="1024",
+    p.add_argument("--packed", default="1024", type=_sizes,
                    help="batch sizes of the fast configuration on packed tokens ('' for none)")
-    p.add_argument("--packed-compiled", default="1024",
+    p.add_argument("--packed-compiled", default="1024", type=_sizes,
                    help="the same with torch.compile ('' for none)")
     p.add_argument("--steps", type=int, default=80, help="optimizer steps per timed epoch")
     p.add_argument("--no-baseline", action="store_true", help="skip the fp32 baseline")
@@ -278,17 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     plan = [] if a.no_baseline else [
         ("baseline: fp32, eager, unbucketed", rt("no", "eager"), 32, False)]
-    batches = [int(b) for b in a.batches.split(",") if b]
+    batches = a.batches
     plan += [("fast: bf16, SDPA, bucketed", rt(fast_precision, "auto"), b, True) for b in batches]
     if batches and not a.smoke:
         # The same at the largest batch with PyTorch's own attention kernel choice (cuDNN).
         plan.append(("fast, cuDNN attention", rt(fast_precision, "sdpa"), max(batches), True))
-    plan += [("fast + packed", rt(fast_precision, "packed"), int(b), True)
-             for b in a.packed.split(",") if b]
-    compiled = [("fast + torch.compile", rt(fast_precision, "auto", True), int(b), True)
-                for b in a.compiled.split(",") if b]
-    compiled += [("fast + packed + torch.compile", rt(fast_precision, "packed", True), int(b),
-                  True) for b in a.packed_compiled.split(",") if b]
+    plan += [("fast + packed", rt(fast_precision, "packed"), b, True) for b in a.packed]
+    compiled = [("fast + torch.compile", rt(fast_precision, "auto", True), b, True)
+                for b in a.compiled]
+    compiled += [("fast + packed + torch.compile", rt(fast_precision, "packed", True), b, True)
+                 for b in a.packed_compiled]
 
     def reproduction() -> float:
         """The same bf16 trial twice on this GPU: the largest difference in a dev metric."""
@@ -330,11 +334,10 @@ def main(argv: list[str] | None = None) -> int:
                 ("", a.batches, rt(fast_precision, "auto")),
                 ("compiled", a.compiled, rt(fast_precision, "auto", True)),
                 ("packed-compiled", a.packed_compiled, rt(fast_precision, "packed", True))):
-            if not [b for b in sizes.split(",") if b]:
+            if not sizes:
                 continue
             path = a.profile.with_suffix(f".{suffix}{a.profile.suffix}") if suffix else a.profile
-            batch = max(int(b) for b in sizes.split(",") if b)
-            measure(config(batch, True, packed=runtime.attention == "packed"), runtime,
+            measure(config(max(sizes), True, packed=runtime.attention == "packed"), runtime,
                     profile=path)
 
     report = render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps)
