@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.report import format_param
 from orchestrator.schedulers import build_scheduler
 from orchestrator.space import SweepSpec, describe, make_sampler, sample_points
 from orchestrator.tracking import (
@@ -540,7 +541,7 @@ def format_table(summary: dict[str, Any], param_keys: list[str]) -> str:
         m = t["metrics"]
         status = {"FINISHED": "done", "KILLED": "stopped", "FAILED": "FAILED"}.get(
             t["status"], t["status"].lower())
-        rows.append([str(i), status, *[str(t["params"].get(k, "")) for k in param_keys],
+        rows.append([str(i), status, *[format_param(t["params"].get(k, "")) for k in param_keys],
                      str(int(m["epoch"])) if "epoch" in m else "-",
                      *[f"{m[k]:.3f}" if k in m else "-" for k in TASK_METRICS]])
     widths = [max(len(c), *(len(r[j]) for r in rows)) if rows else len(c)

@@ -388,7 +388,9 @@ def _short_names(keys: list[str]) -> dict[str, str]:
     return {k: k if v in dup else v for k, v in short.items()}
 
 
-def _fmt_param(value: str) -> str:
+def format_param(value: Any) -> str:
+    """A parameter for a table: floats to 4 significant digits, other values as they are."""
+    value = str(value)
     try:
         f = float(value)
     except ValueError:
@@ -414,7 +416,7 @@ def table_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
     rows = []
     for i, t in enumerate(sweep.ranked(), 1):
         epoch = t.metrics.get("epoch")
-        rows.append([str(i), t.run_id[:8], *[_fmt_param(t.params[c.key]) for c in sweep.columns],
+        rows.append([str(i), t.run_id[:8], *[format_param(t.params[c.key]) for c in sweep.columns],
                      t.status, str(int(epoch)) if epoch is not None else "-",
                      *[_fmt(t.value(m)) for m in mcols]])
     return header, rows
@@ -453,7 +455,7 @@ def pareto_rows(sweep: Sweep, front: list[Trial]) -> tuple[list[str], list[list[
     names = _short_names([c.key for c in sweep.columns])
     header = ["run", *names.values(), *[f"{m} ({mode})" for m, mode in
                                         zip(sweep.metrics, sweep.modes)]]
-    rows = [[t.run_id[:8], *[_fmt_param(t.params[c.key]) for c in sweep.columns],
+    rows = [[t.run_id[:8], *[format_param(t.params[c.key]) for c in sweep.columns],
              *[_fmt(t.value(m), 4) for m in sweep.metrics]] for t in front]
     return header, rows
 

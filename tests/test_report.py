@@ -203,3 +203,24 @@ def test_unknown_experiment_or_run_is_one_line_exit_2(recorded, capsys, target):
 def test_missing_store_is_not_created(tmp_path, capsys):
     rc, _, err = _report(capsys, "rep", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}")
     assert rc == 2 and "does not exist" in err and not (tmp_path / "none.db").exists()
+
+
+def test_the_sweep_table_gives_float_parameters_four_significant_digits():
+    """The table `mtsweep launch` prints at the end: parameters as a reader compares them."""
+    from orchestrator.launch import format_table
+
+    summary = {"trials": [
+        {"status": "FINISHED", "metrics": {"epoch": 3, "sst_acc": 0.7634, "overall": 0.6776},
+         "params": {"optim.lr": "0.0010615360772719654", "tasks.para.head": "sbert",
+                    "schedule.args.alpha_end": "n/a", "batch_size": "32"}},
+        {"status": "KILLED", "metrics": {}, "params": {"optim.lr": 1e-05}},
+    ]}
+    keys = ["optim.lr", "tasks.para.head", "schedule.args.alpha_end", "batch_size"]
+    lines = format_table(summary, keys).splitlines()
+    assert lines[0].split("|")[3:7] == [" optim.lr ", " para.head ", " args.alpha_end ",
+                                        " batch_size "]
+    first = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert first[:6] == ["1", "done", "0.001062", "sbert", "n/a", "32"]
+    assert first[6:9] == ["3", "0.763", "-"] and first[-2] == "0.678"
+    second = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert second[:4] == ["2", "stopped", "1e-05", ""] and second[6] == "-"
