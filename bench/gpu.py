@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the same with torch.compile ('' for none)")
     p.add_argument("--steps", type=int, default=80, help="optimizer steps per timed epoch")
     p.add_argument("--no-baseline", action="store_true", help="skip the fp32 baseline")
+    p.add_argument("--no-attention-dropout", action="store_true",
+                   help="padded configurations without attention dropout too, as packed ones "
+                        "always run: compares the two on the same arithmetic")
     p.add_argument("--profile", type=Path, default=None,
                    help="also profile 10 steps of the fast, compiled and packed-compiled "
                         "configurations at their largest batch and write the GPU busy fraction "
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             "data.dir": str(a.data), "data.bucket": bucket,
             "data.dev_limit": {"sst": 512, "para": 512, "sts": 512},
             "schedule.epoch_length": "fixed", "schedule.steps_per_epoch": steps,
-            **({"encoder.attention_dropout": 0.0} if packed else {}),
+            **({"encoder.attention_dropout": 0.0} if packed or a.no_attention_dropout else {}),
         })
 
     import trainables.encoder as E
@@ -311,13 +314,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         name, runtime, batch, bucket = item
         t0 = time.perf_counter()
+        trial = config(batch, bucket, packed=runtime.attention == "packed")
         try:
-            r = measure(config(batch, bucket, packed=runtime.attention == "packed"), runtime)
+            r = measure(trial, runtime)
         except Exception as e:  # noqa: BLE001 - report the configuration that broke, go on
             print(f"{name}, batch {batch}: failed: {type(e).__name__}: {e}", file=sys.stderr,
                   flush=True)
             continue
         r.update(name=name, batch=batch, wall=time.perf_counter() - t0,
+                 attention_dropout=trial.encoder.attention_dropout,
                  mfu=(6 * n_params * r["real_tokens_per_s"] / peak) if peak else None,
                  mfu_non_embedding=(6 * (n_params - embedding) * r["real_tokens_per_s"] / peak)
                  if peak else None)
@@ -381,6 +386,15 @@ def render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps) -> str:
             f"| {r['name']} | {r['batch']} | {r['examples_per_s']:.0f} | "
             f"{r['real_tokens_per_s']:.0f} | {r['padding_efficiency']:.2f} | "
             f"{r['step_ms']:.1f} | {pct(r['mfu'])} | {pct(r['mfu_non_embedding'])} |")
+    by_dropout: dict[float, set[str]] = {}
+    for r in rows:
+        if r.get("attention_dropout") is not None:
+            by_dropout.setdefault(r["attention_dropout"], set()).add(r["name"])
+    if len(by_dropout) > 1:
+        groups = "; ".join(f"{', '.join(sorted(names))}: {d:g}"
+                           for d, names in sorted(by_dropout.items()))
+        lines += ["", f"Attention dropout differs between the rows (packed rows have none): "
+                  f"{groups}. `--no-attention-dropout` runs every row without it."]
     fast = [r for r in rows if not r["name"].startswith("baseline")]
     base = next((r for r in rows if r["name"].startswith("baseline")), None)
     if fast and base:

@@ -55,5 +55,8 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     assert rows[1]["padding_efficiency"] > rows[0]["padding_efficiency"]
     # Packed, the encoder computes the real tokens only.
     assert rows[3]["padding_efficiency"] == 1.0 > rows[2]["padding_efficiency"]
+    # Packed rows run without attention dropout, and the report says the rows differ in it.
+    assert rows[3]["attention_dropout"] == 0 < rows[2]["attention_dropout"]
+    assert "Attention dropout differs between the rows" in out.read_text()
     assert "| baseline: fp32, eager, unbucketed | 32 |" in out.read_text()
     assert prof.read_text().startswith("2 steps in ")
