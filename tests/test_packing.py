@@ -30,6 +30,14 @@ def _models(cfg):
     return tokenizer, padded, packed
 
 
+def _step(cfg, tokenizer, model, cache_dir, rows: int) -> dict:
+    """One batch of each task's first `rows` training rows, as the model takes them."""
+    modes = {t: model.input_mode(t) for t in cfg.tasks}
+    splits = load_task_splits(cfg, tokenizer, modes, cache_dir, splits=("train",))
+    return {task: collate(s["train"].data, s["train"].rows[:rows], tokenizer.pad_token_id)
+            for task, s in splits.items()}
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 @pytest.mark.parametrize("para,sts", [("cosine", "concat"), ("cross", "sbert")])
 def test_packed_outputs_and_gradients_equal_padded(tiny_config, cache_dir, pooling, para, sts):
@@ -38,14 +46,10 @@ def test_packed_outputs_and_gradients_equal_padded(tiny_config, cache_dir, pooli
                        "encoder.pooling": pooling, "tasks.para.head": para,
                        "tasks.para.head_args": {}, "tasks.sts.head": sts})
     tokenizer, padded, packed = _models(cfg)
-    modes = {t: padded.input_mode(t) for t in cfg.tasks}
-    splits = load_task_splits(cfg, tokenizer, modes, cache_dir, splits=("train",))
-    step = {}
-    for task, s in splits.items():
-        batch = collate(s["train"].data, s["train"].rows[:24], tokenizer.pad_token_id)
+    step = _step(cfg, tokenizer, padded, cache_dir, 24)
+    for batch in step.values():
         mask = batch.get("attention_mask", batch.get("attention_mask_a"))
         assert (mask == 0).any(), "the batch should have padding"
-        step[task] = batch
     out_a, out_b = padded(step), packed(step)
     for task in step:
         torch.testing.assert_close(out_b["outputs"][task], out_a["outputs"][task],
@@ -130,10 +134,7 @@ def test_the_kernel_call_gives_the_padded_result(tiny_config, cache_dir, monkeyp
     monkeypatch.setattr(packing, "_VARLEN",
                         [lambda *a, **k: calls.append(1) or _reference_varlen(*a, **k)])
     monkeypatch.setattr(packing, "_kernel_runs", lambda q: True)
-    modes = {t: padded.input_mode(t) for t in cfg.tasks}
-    splits = load_task_splits(cfg, tokenizer, modes, cache_dir, splits=("train",))
-    step = {task: collate(s["train"].data, s["train"].rows[:24], tokenizer.pad_token_id)
-            for task, s in splits.items()}
+    step = _step(cfg, tokenizer, padded, cache_dir, 24)
     out_a, out_b = padded(step), packed(step)
     assert calls
     for task in step:
@@ -179,11 +180,8 @@ def test_packed_flash_attention_matches_padded_on_a_gpu(tiny_config, cache_dir, 
     monkeypatch.setattr(packing, "_VARLEN", [lambda *a, **k: calls.append(1) or kernel(*a, **k)])
     padded.to("cuda", torch.bfloat16)
     packed.to("cuda", torch.bfloat16)
-    modes = {t: padded.input_mode(t) for t in cfg.tasks}
-    splits = load_task_splits(cfg, tokenizer, modes, cache_dir, splits=("train",))
-    step = {task: {k: v.cuda() for k, v in
-                   collate(s["train"].data, s["train"].rows[:64], tokenizer.pad_token_id).items()}
-            for task, s in splits.items()}
+    step = {task: {k: v.cuda() for k, v in batch.items()}
+            for task, batch in _step(cfg, tokenizer, padded, cache_dir, 64).items()}
     out_a, out_b = padded(step), packed(step)
     assert calls, "the packed encoder did not call the variable-length kernel"
     for task in step:
