@@ -81,6 +81,50 @@ def test_packing_round_trip_and_pooling():
     assert p.pool(packed, "mean").squeeze(-1).tolist() == [1, 4, 9.5]
 
 
+def test_a_packing_moves_whole():
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    p = Packing.of(mask)
+    q = p.to("cpu")
+    for name in ("keep", "index", "row", "cu_seqlens"):
+        assert torch.equal(getattr(q, name), getattr(p, name)), name
+    assert (q.rows, q.width) == (2, 3)
+
+
+def test_training_builds_each_packing_on_the_host(tiny_config, monkeypatch):
+    """A packed trial packs each batch where it is collated, before it goes to the device: the
+    model never packs a mask itself while it trains or predicts (on a GPU that would wait for
+    every queued kernel, as the packed length is data-dependent). Bi-encoder pairs are packed
+    as the encoder takes them: both sides stacked, twice the batch's rows."""
+    from trainables.model import MultiTaskModel
+
+    built, in_model = [], []
+    inside = {"model": False}
+    of = Packing.of.__func__
+
+    def recording_of(cls, mask):
+        (in_model if inside["model"] else built).append(tuple(mask.shape))
+        return of(cls, mask)
+
+    task_outputs = MultiTaskModel.task_outputs
+
+    def recording_task_outputs(self, task, batch):
+        assert "packing" in batch, task
+        inside["model"] = True
+        try:
+            return task_outputs(self, task, batch)
+        finally:
+            inside["model"] = False
+
+    monkeypatch.setattr(Packing, "of", classmethod(recording_of))
+    monkeypatch.setattr(MultiTaskModel, "task_outputs", recording_task_outputs)
+    cfg = tiny_config({"encoder.attention_dropout": 0.0, "epochs": 1})
+    metrics = train(cfg, Runtime(cpu=True, progress_lines=0, attention="packed"))
+    assert metrics["epochs_completed"] == 1
+    assert built and not in_model
+    rows = {shape[0] for shape in built}
+    assert 2 * cfg.batch_size in rows and cfg.batch_size in rows  # pairs and single sentences
+
+
 def test_the_kernel_call_compiles_without_graph_breaks(monkeypatch):
     """Under torch.compile with dynamic shapes (as `Runtime(compile=True)` runs the encoder) the
     call into the variable-length kernel stays in the graph: a break there would run every
@@ -196,3 +240,36 @@ def test_packed_flash_attention_matches_padded_on_a_gpu(tiny_config, cache_dir, 
             cos = torch.nn.functional.cosine_similarity(p.grad.float().flatten(),
                                                         g.float().flatten(), dim=0)
             assert cos > 0.98 or g.abs().max() < 1e-4, (name, float(cos))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_packed_training_step_does_not_wait_on_the_gpu(tiny_config, cache_dir):
+    """A packed step with its packings built on the host (as training builds them) queues its
+    forward, backward, clipping and optimizer step without one wait on the GPU: PyTorch raises
+    at any synchronizing call while its sync debug mode is "error"."""
+    from trainables.train import _model_batch
+
+    cfg = tiny_config({"encoder.attention_dropout": 0.0, "tasks.para.head": "cross",
+                       "tasks.para.head_args": {}, "tasks.sts.head": "sbert"})
+    tokenizer, _, packed = _models(cfg)
+    packed.to("cuda")
+    modes = {t: packed.input_mode(t) for t in cfg.tasks}
+    splits = load_task_splits(cfg, tokenizer, modes, cache_dir, splits=("train",))
+    params = [p for p in packed.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    for attempt in range(2):  # the first step allocates the optimizer's state
+        torch.cuda.synchronize()
+        if attempt:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            step = {t: _model_batch(packed, t, s["train"].data, s["train"].rows[:64],
+                                    tokenizer.pad_token_id, "cuda") for t, s in splits.items()}
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = packed(step)
+            sum(out["weighted"].values()).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert all(torch.isfinite(v).all() for v in out["losses"].values())

@@ -13,7 +13,8 @@ from trainables.packing import PACKED, Packing
 from trainables.tasks import TASKS
 from trainables.weighting import WEIGHTINGS
 
-Batch = dict[str, torch.Tensor]
+# A task's batch: its tensors, and for a packed encoder optionally its "packing".
+Batch = dict[str, torch.Tensor | Packing]
 
 
 class Pooling(nn.Module):
@@ -77,11 +78,13 @@ class MultiTaskModel(nn.Module):
         return self.heads[task].input_mode
 
     def embed(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+        packing: Packing | None = None,
     ) -> torch.Tensor:
-        """(B, L) token ids → (B, hidden) pooled embeddings."""
+        """(B, L) token ids → (B, hidden) pooled embeddings. A packed encoder takes the batch's
+        `packing` when the caller has built it (see `packing`), else builds it from `mask`."""
         if self.packed:  # only the real tokens, laid end to end (trainables.packing)
-            packing = Packing.of(mask)
+            packing = packing or Packing.of(mask)
             states = self.encoder(
                 input_ids=packing.pack(input_ids), position_ids=packing.positions(),
                 token_type_ids=None if token_type_ids is None else packing.pack(token_type_ids),
@@ -93,20 +96,34 @@ class MultiTaskModel(nn.Module):
         ).last_hidden_state
         return self.pooling(states, mask)
 
-    def task_outputs(self, task: str, batch: Batch) -> torch.Tensor:
-        """The head's (B, k) outputs for one task's batch."""
-        head = self.heads[task]
-        if head.input_mode == "separate":
-            # Both sentences of the pair in one encoder pass: pad to a common length, stack.
+    def encoder_inputs(self, task: str, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """(input_ids, attention_mask, token_type_ids or None) of the one encoder pass a task's
+        batch takes: a bi-encoder's two sentences padded to a common length and stacked."""
+        if self.heads[task].input_mode == "separate":
             a, ma = batch["input_ids_a"], batch["attention_mask_a"]
             b, mb = batch["input_ids_b"], batch["attention_mask_b"]
             width = max(a.shape[1], b.shape[1])
-            ids = torch.cat([_pad(a, width), _pad(b, width)])
-            mask = torch.cat([_pad(ma, width), _pad(mb, width)])
-            emb = self.embed(ids, mask)
-            n = a.shape[0]
+            return (torch.cat([_pad(a, width), _pad(b, width)]),
+                    torch.cat([_pad(ma, width), _pad(mb, width)]), None)
+        return batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+
+    def packing(self, task: str, batch: Batch) -> Packing | None:
+        """A packed encoder's packing of a task's batch, built where the batch is (None when
+        the encoder is not packed). Built on the host before the batch goes to a GPU, the
+        step needs no wait on the GPU: the packed length is data-dependent, and finding it
+        from the mask on the device waits for every queued kernel (see `Packing.of`)."""
+        if not self.packed:
+            return None
+        return Packing.of(self.encoder_inputs(task, batch)[1])
+
+    def task_outputs(self, task: str, batch: Batch) -> torch.Tensor:
+        """The head's (B, k) outputs for one task's batch (which may carry its `packing`)."""
+        head = self.heads[task]
+        ids, mask, token_type_ids = self.encoder_inputs(task, batch)
+        emb = self.embed(ids, mask, token_type_ids, batch.get("packing"))
+        if head.input_mode == "separate":
+            n = batch["input_ids_a"].shape[0]
             return head(emb[:n], emb[n:])
-        emb = self.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         return head(emb)
 
     def forward(self, step: dict[str, Batch]) -> dict[str, dict[str, torch.Tensor]]:

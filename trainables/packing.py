@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.nn import functional as F
@@ -40,6 +40,9 @@ class Packing:
 
     @classmethod
     def of(cls, mask: torch.Tensor) -> Packing:
+        """The packing of a (B, L) attention mask, on the mask's device. On a GPU this waits
+        for the mask (the packed length T is data-dependent): build it from the host's mask
+        and move it with `to` instead (`MultiTaskModel.packing`, as training does)."""
         keep = mask.bool()
         rows, width = keep.shape
         index = keep.flatten().nonzero().squeeze(1)  # waits for the mask: T is data-dependent
@@ -47,6 +50,18 @@ class Packing:
         return cls(keep=keep, index=index, row=torch.div(index, width, rounding_mode="floor"),
                    cu_seqlens=F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0)),
                    rows=rows, width=width)
+
+    def to(self, device: torch.device | str) -> Packing:
+        """The packing on `device`; to a GPU through page-locked memory, without waiting."""
+        device = torch.device(device)
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            if device.type == "cuda":
+                return t.pin_memory().to(device, non_blocking=True)
+            return t.to(device)
+
+        return replace(self, keep=move(self.keep), index=move(self.index), row=move(self.row),
+                       cu_seqlens=move(self.cu_seqlens))
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, …) → (1, T, …)."""

@@ -32,6 +32,7 @@ from trainables.errors import CheckpointError, ConfigError
 from trainables.gradients import GRADIENTS
 from trainables.metrics import TASK_METRIC, accuracy, confusion_matrix, overall_scores, pearson
 from trainables.model import MultiTaskModel
+from trainables.packing import Packing
 from trainables.runtime import Runtime
 from trainables.schedules import SCHEDULES
 from trainables.tasks import TASKS
@@ -128,15 +129,29 @@ def _lr_scheduler(optimizer, config: TrialConfig, total_steps: int):
     )
 
 
-def _to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
-    """The batch's tensors on `device`. To a GPU through page-locked memory: a copy from
-    ordinary memory first waits for all queued GPU work, which would leave the GPU idle while
-    Python prepares each next step."""
+def _to_device(batch: dict[str, Any], device) -> dict[str, Any]:
+    """The batch's tensors (and a packed encoder's `packing`) on `device`. To a GPU through
+    page-locked memory: a copy from ordinary memory first waits for all queued GPU work, which
+    would leave the GPU idle while Python prepares each next step."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return {k: v.pin_memory().to(device, non_blocking=True)
-                for k, v in batch.items() if k != "index"}
-    return {k: v.to(device) for k, v in batch.items() if k != "index"}
+
+    def move(v):
+        if device.type != "cuda" or isinstance(v, Packing):  # Packing.to pins its tensors
+            return v.to(device)
+        return v.pin_memory().to(device, non_blocking=True)
+
+    return {k: move(v) for k, v in batch.items() if k != "index"}
+
+
+def _model_batch(model: MultiTaskModel, task: str, data, rows: np.ndarray, pad_id: int,
+                 device) -> dict[str, Any]:
+    """Rows of a task's tokenized split as `model` takes them, on `device`: padded tensors and,
+    for a packed encoder, the packing built from the host's masks (no wait on the GPU)."""
+    batch = collate(data, rows, pad_id)
+    packing = model.packing(task, batch)
+    if packing is not None:
+        batch["packing"] = packing
+    return _to_device(batch, device)
 
 
 def train(
@@ -291,7 +306,8 @@ def _train(config: TrialConfig, runtime: Runtime, callbacks: Sequence[EpochCallb
             batches = {}
             for t in step_tasks:
                 rows = streams[t].next()
-                batches[t] = _to_device(collate(splits[t]["train"].data, rows, pad_id), accelerator.device)
+                batches[t] = _model_batch(core, t, splits[t]["train"].data, rows, pad_id,
+                                          accelerator.device)
                 epoch_examples += len(rows)
             sync = accelerator.no_sync(model) if rule.manual_sync else nullcontext()
             with sync:
@@ -513,7 +529,7 @@ def evaluate(
         part = parts[split]
         local: list[tuple[int, float]] = []
         for rows in part.batches(batch_size, shuffle=False, seed=0, bucket=bucket)[rank::world]:
-            batch = _to_device(collate(part.data, rows, pad_id), accelerator.device)
+            batch = _model_batch(model, task, part.data, rows, pad_id, accelerator.device)
             with accelerator.autocast():
                 pred = model.predict(task, batch)
             local.extend(zip(rows.tolist(), pred.float().cpu().tolist()))
