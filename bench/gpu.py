@@ -15,8 +15,9 @@ uncased WordPiece tokenizer of all-MiniLM-L6-v2, which is BERT-base's vocabulary
 MFU = 6 × encoder parameters × real (non-padding) training tokens per second ÷ the GPU's dense
 bf16 peak (also given with the embedding parameters left out, which do no matrix products).
 Each configuration trains 2 epochs of `--steps` optimizer steps and is timed over the second
-(the first warms up kernels, caches and compilation). Also checks that two identical runs on
-the GPU agree within the reproduction tolerance.
+(the first warms up kernels, caches and compilation); each row also counts the waits on the GPU
+in the timed epoch's training and, compiled, the graphs torch.compile built (recompilations show
+there). Also checks that two identical runs on the GPU agree within the reproduction tolerance.
 
     python bench/gpu.py --data DIR --tokenizer DIR [--out gpu.md] [--json gpu.json] [--quick]
     python bench/gpu.py --data DIR --smoke      # checks the script on a CPU (tiny encoder)
@@ -111,11 +112,21 @@ def measure(config, runtime, profile: Path | None = None) -> dict:
     first = steps + steps // 4 + 1
     window = (first, first + min(10, steps // 2)) if profile else None
     profiler: dict = {"step": 0}
+    syncs = SyncCounter()
+    graphs = _compiled_graphs()
 
     class Counting(original):
+        def train(self, mode: bool = True):
+            if not mode:  # evaluation: the timed epoch's training steps are over
+                syncs.stop()
+            return super().train(mode)
+
         def forward(self, step):
-            if self.training and window:
+            if self.training:
                 i = profiler["step"] = profiler["step"] + 1
+                if i == steps + 1:  # the timed epoch's first step
+                    syncs.start()
+            if self.training and window:
                 if i == window[0]:
                     kinds = [torch.profiler.ProfilerActivity.CPU]
                     if torch.cuda.is_available():
@@ -168,7 +179,48 @@ def measure(config, runtime, profile: Path | None = None) -> dict:
         "first_epoch_seconds": per_epoch[0]["epoch_seconds"],
         "padding_efficiency": last["real"] / max(1, last["computed"]),
         "metrics": {k: last[k] for k in ("sst_acc", "para_acc", "sts_corr", "overall")},
+        "gpu_waits": syncs.count if syncs.counted else None,
+        "compiled_graphs": _compiled_graphs() - graphs if runtime.compile else None,
     }
+
+
+class SyncCounter:
+    """Counts the calls that make the host wait for the GPU (PyTorch's CUDA sync debug mode,
+    which warns at each) between `start` and `stop`; nothing without a GPU. A training step
+    that waits for the GPU cannot queue the next step's work while the GPU runs this one."""
+
+    def __init__(self) -> None:
+        self.count, self.counted, self._catch = 0, False, None
+
+    def start(self) -> None:
+        import warnings
+
+        import torch
+
+        if not torch.cuda.is_available() or self._catch is not None:
+            return
+        self._catch = warnings.catch_warnings(record=True)
+        self._log = self._catch.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def stop(self) -> None:
+        import torch
+
+        if self._catch is None:
+            return
+        torch.cuda.set_sync_debug_mode(0)
+        self.count = sum("synchronizing" in str(w.message) for w in self._log)
+        self._catch.__exit__(None, None, None)
+        self._catch, self.counted = None, True
+
+
+def _compiled_graphs() -> int:
+    """How many graphs torch.compile has built in this process so far: a compiled trial
+    builds one for training and one for evaluation; more mean recompilations."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def _sync() -> None:
@@ -362,6 +414,41 @@ def _write_json(path: Path, gpu, n_params, embedding, ceiling, rows, diff) -> No
     }, indent=1))
 
 
+def rows_table(rows: list[dict]) -> list[str]:
+    """The rows as a Markdown table (rows recorded before a column existed show "-" there)."""
+    out = ["| configuration | batch | examples/s | real tokens/s | padding efficiency | ms/step "
+           "| MFU | MFU, non-embedding | waits on the GPU | compiled graphs |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pct(v):
+        return f"{100 * v:.1f} %" if v is not None else "-"
+
+    def plain(v):
+        return "-" if v is None else str(v)
+
+    for r in rows:
+        step = f"{r['step_ms']:.1f}" if r.get("step_ms") is not None else "-"
+        out.append(f"| {r['name']} | {r['batch']} | {r['examples_per_s']:.0f} | "
+                   f"{r['real_tokens_per_s']:.0f} | {r['padding_efficiency']:.2f} | {step} | "
+                   f"{pct(r.get('mfu'))} | {pct(r.get('mfu_non_embedding'))} | "
+                   f"{plain(r.get('gpu_waits'))} | {plain(r.get('compiled_graphs'))} |")
+    return out
+
+
+WAITS_NOTE = ("*Waits on the GPU*: calls in the timed epoch's training that made the host "
+              "wait for the GPU (PyTorch's CUDA sync debug mode); the epoch's closing finiteness "
+              "check is one, so more than one or two mean a step waits and cannot queue its "
+              "successor while the GPU works. *Compiled graphs*: graphs torch.compile built "
+              "for the row (training and evaluation: 2; more are recompilations).")
+
+
+def waits_note(rows: list[dict]) -> list[str]:
+    """`WAITS_NOTE` after the table, where some row records those columns."""
+    recorded = any(r.get("gpu_waits") is not None or r.get("compiled_graphs") is not None
+                   for r in rows)
+    return ["", WAITS_NOTE] if recorded else []
+
+
 def render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps) -> str:
     import torch
 
@@ -375,17 +462,9 @@ def render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps) -> str:
         f"CS224N data, max_length 128, round-robin; timed over the second of 2 epochs of "
         f"{steps} steps.",
         "",
-        "| configuration | batch | examples/s | real tokens/s | padding efficiency | ms/step "
-        "| MFU | MFU, non-embedding |",
-        "|---|---|---|---|---|---|---|---|",
+        *rows_table(rows),
     ]
-    for r in rows:
-        def pct(v):
-            return f"{100 * v:.1f} %" if v is not None else "-"
-        lines.append(
-            f"| {r['name']} | {r['batch']} | {r['examples_per_s']:.0f} | "
-            f"{r['real_tokens_per_s']:.0f} | {r['padding_efficiency']:.2f} | "
-            f"{r['step_ms']:.1f} | {pct(r['mfu'])} | {pct(r['mfu_non_embedding'])} |")
+    lines += waits_note(rows)
     by_dropout: dict[float, set[str]] = {}
     for r in rows:
         if r.get("attention_dropout") is not None:

@@ -13,25 +13,11 @@ import sys
 from pathlib import Path
 
 from bench.common import Result
+from bench.gpu import rows_table, waits_note
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TARGET = 0.40
-
-
-def _rows_table(rows: list[dict]) -> list[str]:
-    out = ["| configuration | batch | examples/s | real tokens/s | padding efficiency | ms/step "
-           "| MFU | MFU, non-embedding |", "|---|---|---|---|---|---|---|---|"]
-
-    def pct(v):
-        return f"{100 * v:.1f} %" if v is not None else "-"
-
-    for r in rows:
-        step = f"{r['step_ms']:.1f}" if r.get("step_ms") is not None else "-"
-        out.append(f"| {r['name']} | {r['batch']} | {r['examples_per_s']:.0f} | "
-                   f"{r['real_tokens_per_s']:.0f} | {r['padding_efficiency']:.2f} | {step} | "
-                   f"{pct(r.get('mfu'))} | {pct(r.get('mfu_non_embedding'))} |")
-    return out
 
 
 def _recorded() -> list[dict]:
@@ -100,7 +86,8 @@ def run(quick: bool, workdir: Path) -> Result:
         + (f"; an 8192³ bf16 matrix product ran at {ceiling:.0f} there" if ceiling else "")
         + "); the last column leaves out the embedding parameters, which do no matrix products.",
         "",
-        *_rows_table(rows),
+        *rows_table(rows),
+        *waits_note(rows),
         "",
     ]
     if base and same_batch:

@@ -38,7 +38,7 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     out, js, prof = tmp_path / "gpu.md", tmp_path / "gpu.json", tmp_path / "profile.txt"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--data", str(data),
-         "--batches", "16,64", "--compiled", "", "--packed", "64", "--packed-compiled", "",
+         "--batches", "16,64", "--compiled", "", "--packed", "64", "--packed-compiled", "64",
          "--out", str(out), "--json", str(js),
          "--profile", str(prof)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -48,7 +48,8 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
 
     rows = json.loads(js.read_text())["rows"]
     assert [(r["name"].split(":")[0], r["batch"]) for r in rows] == [
-        ("baseline", 32), ("fast", 16), ("fast", 64), ("fast + packed", 64)]
+        ("baseline", 32), ("fast", 16), ("fast", 64), ("fast + packed", 64),
+        ("fast + packed + torch.compile", 64)]
     for r in rows:
         assert r["real_tokens_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1
     # Bucketing pads less than padding each batch to its longest row.
@@ -60,3 +61,11 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     assert "Attention dropout differs between the rows" in out.read_text()
     assert "| baseline: fp32, eager, unbucketed | 32 |" in out.read_text()
     assert prof.read_text().startswith("2 steps in ")
+    # Compiled: a graph for training, one for evaluation, and on the CPU one more where the
+    # packed token count first exceeds 4096 (a guard of Inductor's CPU code); not one per batch
+    # (bucketed batches vary in size and length: dynamic shapes). Waits on the GPU: not
+    # counted without one.
+    graphs = [r["compiled_graphs"] for r in rows]
+    assert graphs[:4] == [None] * 4 and 2 <= graphs[4] <= 3, graphs
+    assert all(r["gpu_waits"] is None for r in rows)
+    assert "| waits on the GPU | compiled graphs |" in out.read_text()
