@@ -67,7 +67,7 @@ def run_variant(config, s: Settings, accelerator, feats: tuple[str, ...]) -> flo
     """Seconds per training step of one variant over one epoch."""
     from trainables.data.batching import collate
     from trainables.data.loading import BatchStream
-    from trainables.train import _check_finite, _lr_scheduler, _to_device
+    from trainables.training import _check_finite, _lr_scheduler, _to_device
 
     model, splits, plan, pad_id = build(config, s, accelerator)
     o = config.optim

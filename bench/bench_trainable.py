@@ -101,9 +101,9 @@ def bench_config(data_dir: Path, s: Settings, train_limit: int | None = None):
 
 
 def run_trainable(config, s: Settings) -> tuple[float, float]:
-    """(examples/s, training seconds) of `trainables.train.train`, as it reports them."""
+    """(examples/s, training seconds) of `trainables.training.train`, as it reports them."""
     from trainables.runtime import Runtime
-    from trainables.train import train
+    from trainables.training import train
 
     rt = Runtime(cpu=True, num_threads=s.threads, progress_lines=0, cache_dir=str(s.cache_dir))
     with contextlib.redirect_stdout(io.StringIO()):  # its per-epoch lines would mix with ours
@@ -124,7 +124,7 @@ def run_bare(config, s: Settings) -> tuple[float, float]:
     from trainables.encoder import load_encoder
     from trainables.model import MultiTaskModel
     from trainables.schedules import SCHEDULES
-    from trainables.train import _lr_scheduler, _optimizer
+    from trainables.training import _lr_scheduler, _optimizer
 
     torch.set_num_threads(s.threads)
     set_seed(config.seed, deterministic=True)  # as train() does on the CPU

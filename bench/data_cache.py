@@ -1,6 +1,6 @@
 """Benchmark "cache": loading one trial's tokenized data with the Arrow cache warm ÷ cold.
 
-What a trial does before its first step (`trainables.train.train` → `load_task_splits`): read
+What a trial does before its first step (`trainables.training.train` → `load_task_splits`): read
 each task's train and dev files, tokenize them into Arrow IPC files in the cache folder (cold),
 or find the file built by an earlier trial and memory-map it (warm). The CS224N files from
 `../shared/data/cs224n` (the demo data, with a note, when absent), the demo trial's tokenizer

@@ -1,6 +1,6 @@
 """GPU benchmark: BERT-base training throughput and model-FLOPs utilisation of the trainable.
 
-Runs `trainables.train.train` (the function every trial runs) on the CS224N data with a
+Runs `trainables.training.train` (the function every trial runs) on the CS224N data with a
 BERT-base-sized encoder (randomly initialised: throughput does not depend on the weights; the
 uncased WordPiece tokenizer of all-MiniLM-L6-v2, which is BERT-base's vocabulary):
 
@@ -102,7 +102,7 @@ def measure(config, runtime, profile: Path | None = None) -> dict:
     the shapes the encoder runs (a bi-encoder's two sides stacked to a common length)."""
     import torch
 
-    import trainables.train as T
+    import trainables.training as T
 
     counts: dict = {"real": 0, "computed": 0}
     per_epoch: list[dict] = []

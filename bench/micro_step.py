@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainables.data.batching import collate
     from trainables.data.demo import write_demo_data
-    from trainables.train import _check_finite, _lr_scheduler, _optimizer, _to_device
+    from trainables.training import _check_finite, _lr_scheduler, _optimizer, _to_device
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from ablate_trainable import build

@@ -2,7 +2,7 @@
 
 A small space whose every point has been trained for real: 3 learning rates × 2 update
 schedules × 2 paraphrase heads × 2 dropouts = 24 configurations of the demo trial (tiny
-encoder, demo data), 4 epochs each, trained once with `trainables.train.train` (no Ray). Their
+encoder, demo data), 4 epochs each, trained once with `trainables.training.train` (no Ray). Their
 per-epoch `overall` curves are kept in `bench/cache/search_grid.json` (committed; rebuilt with
 `--refresh` or when missing, a few minutes).
 
@@ -80,7 +80,7 @@ def compute_grid(workdir: Path, path: Path = GRID_FILE) -> dict[str, Any]:
     """Train every grid point (1 thread, CPU) and write the curves to `path`."""
     from trainables.data.demo import write_demo_data
     from trainables.runtime import Runtime
-    from trainables.train import train
+    from trainables.training import train
 
     data_dir = workdir / "demo"
     write_demo_data(data_dir)
@@ -105,7 +105,7 @@ def compute_grid(workdir: Path, path: Path = GRID_FILE) -> dict[str, Any]:
     grid = {
         "what": "per-epoch dev metrics of every point of bench/search_efficiency.py's space: "
                 f"{DEMO_YAML.relative_to(REPO)} on the demo data (write_demo_data, seed 0), "
-                f"{EPOCHS} epochs, trainables.train.train on CPU, 1 thread",
+                f"{EPOCHS} epochs, trainables.training.train on CPU, 1 thread",
         "space": SPACE,
         "epochs": EPOCHS,
         "metric": METRIC,
@@ -393,7 +393,7 @@ def run(quick: bool, workdir: Path, refresh: bool = False, n_seeds: int | None =
         f"The space: {' × '.join(f'{len(v)} `{k}`' for k, v in SPACE.items())} = "
         f"{len(curves)} configurations of the demo trial (`{DEMO_YAML.relative_to(REPO)}`, "
         f"tiny encoder, demo data), each trained for real for {grid['epochs']} epochs with "
-        f"`trainables.train.train` ({grid['train_seconds_total'] / 60:.0f} min in all, "
+        f"`trainables.training.train` ({grid['train_seconds_total'] / 60:.0f} min in all, "
         f"{grid['created']}; the curves are in `{GRID_FILE.relative_to(REPO)}`"
         f"{', computed in this run' if computed else ''}). Best final `{objective}` "
         f"{best:.4f} ({', '.join(f'{k}={v}' for k, v in best_params.items())}); the top four: "

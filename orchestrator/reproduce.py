@@ -247,7 +247,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
     import torch
 
     from trainables.runtime import Runtime
-    from trainables.train import EpochReport, train
+    from trainables.training import EpochReport, train
 
     uri = resolve_tracking_uri(tracking_uri, None)
     check_run_store(uri, run_id)
@@ -398,7 +398,7 @@ def _json_float(v: float) -> float | None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from trainables.train import TrainingDiverged
+    from trainables.training import TrainingDiverged
 
     if args.tolerance is not None and not args.tolerance >= 0:
         raise ReproduceError(f"--tolerance must be ≥ 0, got {args.tolerance}")

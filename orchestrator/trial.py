@@ -221,7 +221,7 @@ def train_loop(loop: dict[str, Any], session: TrainSession | TuneSession) -> Non
     """`trainables.train` with a callback that reports to Ray and MLflow."""
     from trainables.config import TrialConfig
     from trainables.runtime import Runtime
-    from trainables.train import EpochReport, train
+    from trainables.training import EpochReport, train
 
     worker_started = time.time()
     config = TrialConfig.from_dict(loop["config"])

@@ -247,7 +247,7 @@ def test_a_packed_training_step_does_not_wait_on_the_gpu(tiny_config, cache_dir)
     """A packed step with its packings built on the host (as training builds them) queues its
     forward, backward, clipping and optimizer step without one wait on the GPU: PyTorch raises
     at any synchronizing call while its sync debug mode is "error"."""
-    from trainables.train import _model_batch
+    from trainables.training import _model_batch
 
     cfg = tiny_config({"encoder.attention_dropout": 0.0, "tasks.para.head": "cross",
                        "tasks.para.head_args": {}, "tasks.sts.head": "sbert"})

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from trainables import Runtime, TrialConfig, train
-from trainables.train import TrainingDiverged
+from trainables.training import TrainingDiverged
 
 from .conftest import CS224N, REPO
 
@@ -212,7 +212,7 @@ def test_deferred_nan_check_names_the_step_that_diverged():
     check, or at the end of the epoch, naming step 20."""
     import torch
 
-    from trainables.train import _FiniteWatch
+    from trainables.training import _FiniteWatch
 
     ok, bad = {"sst": torch.tensor(0.5)}, {"sst": torch.tensor(0.5), "sts": torch.tensor(float("nan"))}
     watch = _FiniteWatch(torch.device("cpu"))
@@ -225,3 +225,14 @@ def test_deferred_nan_check_names_the_step_that_diverged():
     with pytest.raises(TrainingDiverged, match="epoch 2, step 5"):
         watch.flush()
     watch.flush()  # nothing left to read
+
+
+def test_trainables_train_is_the_function_whatever_was_imported_before():
+    """`from trainables import train` gives the function even after a submodule of the package
+    was imported (a submodule named like the function would replace it on the package)."""
+    code = ("import trainables.training, trainables.model, trainables.cli\n"
+            "from trainables import train\n"
+            "assert callable(train) and train.__module__ == 'trainables', train\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -14,8 +14,8 @@ from trainables.runtime import Runtime
 
 
 def train(config, runtime=None, callbacks=()):
-    """See `trainables.train.train` (imported lazily: torch and transformers load there)."""
-    from trainables.train import train as _train
+    """See `trainables.training.train` (imported lazily: torch and transformers load there)."""
+    from trainables.training import train as _train
 
     return _train(config, runtime, callbacks)
 

@@ -41,7 +41,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from trainables.config import TrialConfig
     from trainables.runtime import Runtime
-    from trainables.train import TrainingDiverged, train
+    from trainables.training import TrainingDiverged, train
 
     config = TrialConfig.load(args.config, args.overrides)
     runtime = Runtime(
