@@ -71,3 +71,30 @@ def test_full_report_shows_the_earlier_run_beside_each_ratio() -> None:
     assert before["date"] in full
     quick = render(results, args[True], "m", "c", datetime.now(timezone.utc), 1.0, {})
     assert "before" not in quick.split("## Overview")[1].split("\n\n")[1]
+
+
+@pytest.mark.slow
+def test_workers_benchmark_quick(tmp_path: Path) -> None:
+    """The opt-in multi-worker benchmark: a one-trial sweep with 1 worker and with 2 (DDP over
+    gloo) under `mtsweep launch`; a default run leaves it out."""
+    from bench.run_all import parse_args
+
+    assert "workers" not in parse_args([]).keys
+    assert parse_args(["--only", "workers"]).keys == ["workers"]
+    out = tmp_path / "W.md"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run_all.py"), "--quick", "--only", "workers",
+         "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = out.read_text()
+    row = re.search(r"^\| 1 \| 1 worker, 2 workers \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) / "
+                    r"([\d.]+) \|", report, re.M)
+    assert row, report
+    one, two, ratio, start_one, start_two = (float(v) for v in row.groups())
+    assert one > 0 and two > 0 and ratio == pytest.approx(two / one, abs=0.01)
+    # A two-worker trial starts its worker processes; a one-worker trial runs in place.
+    assert start_two > start_one
