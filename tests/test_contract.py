@@ -89,6 +89,7 @@ def test_head_loss_contract(demo_dir, batches, task, head, loss):
     _, encoder = load_encoder(cfg.encoder)
     model = MultiTaskModel(cfg, encoder)
     batch = batches[task, model.input_mode(task)]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
     out = model({task: batch})
     outputs = out["outputs"][task]
     assert outputs.shape == (8, model.losses[task].num_outputs)
@@ -100,6 +101,10 @@ def test_head_loss_contract(demo_dir, batches, task, head, loss):
     assert any(g.abs().sum() > 0 for g in head_grads)
     enc = model.encoder.embeddings.word_embeddings.weight.grad
     assert enc is not None and enc.abs().sum() > 0, "gradient must reach the encoder"
+    # Training never changes a buffer (no running statistics): DDP does not broadcast them
+    # (trainables.training.make_accelerator).
+    for name, b in model.named_buffers():
+        assert torch.equal(b, buffers[name]), f"a training step changed the buffer {name}"
 
     model.eval()
     pred = model.predict(task, batch)
@@ -168,7 +173,10 @@ def test_annealed_moves_from_proportional_to_uniform():
 def test_weighting_contract(name):
     w = WEIGHTINGS.build(name, {"sst": 15.0, "sts": 1.0})
     losses = {"sst": torch.tensor(2.0, requires_grad=True), "sts": torch.tensor(1.0)}
+    buffers = {n: b.clone() for n, b in w.named_buffers()}
     out = w(losses)
+    for n, b in w.named_buffers():  # DDP does not broadcast buffers: none may change
+        assert torch.equal(b, buffers[n]), n
     assert set(out) == {"sst", "sts"} and all(torch.isfinite(v) for v in out.values())
     total = sum(out.values())
     total.backward()
