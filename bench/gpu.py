@@ -12,6 +12,10 @@ uncased WordPiece tokenizer of all-MiniLM-L6-v2, which is BERT-base's vocabulary
             no padding, variable-length flash attention), eager and compiled; these run
             without attention dropout, which variable-length attention does not have
 
+  workers   fast, as one trial on 1 GPU and on N (`--workers`; default: every GPU when there
+            are 2 or more): `accelerate launch` of `python -m trainables` (DDP, one process per
+            GPU, each with the trial's batch), examples/s of the timed epoch
+
 MFU = 6 × encoder parameters × real (non-padding) training tokens per second ÷ the GPU's dense
 bf16 peak (also given with the embedding parameters left out, which do no matrix products).
 Each configuration trains 2 epochs of `--steps` optimizer steps and is timed over the second
@@ -31,6 +35,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -223,6 +228,40 @@ def _compiled_graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+def measure_workers(config, workers: int, work: Path, precision: str, cpu: bool) -> dict:
+    """`config` as one trial on `workers` processes (DDP; one GPU each, or CPU processes with
+    one thread each when `cpu`) through `accelerate launch`: the second epoch's examples/s."""
+    import subprocess
+
+    import yaml
+
+    folder = work / f"workers-{workers}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "trial.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    cmd = [accelerate, "launch", *(["--multi_gpu"] if workers > 1 else []),
+           "--num_processes", str(workers), "--num_machines", "1", "--mixed_precision",
+           precision, "--dynamo_backend", "no", "-m", "trainables", str(path), "--json",
+           "--precision", precision, "--cache-dir", str(work / "cache"),
+           "--out", str(folder / "out"), *(["--cpu", "--threads", "1"] if cpu else [])]
+    env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if cpu else {})}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{workers} workers: exit {proc.returncode}: {proc.stderr[-1500:]}")
+    per_epoch = [json.loads(line) for line in
+                 (folder / "out" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    seconds = per_epoch[-1]["epoch_seconds"]
+    steps = config.schedule.steps_per_epoch
+    return {"workers": workers, "batch": config.batch_size,
+            "examples_per_s": _epoch_examples(per_epoch) / seconds,
+            "step_ms": 1e3 * seconds / steps if steps else None,
+            "first_epoch_seconds": per_epoch[0]["epoch_seconds"],
+            "wall": time.perf_counter() - t0,
+            "overall": per_epoch[-1].get("overall")}
+
+
 def _sync() -> None:
     import torch
 
@@ -285,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
                         "configurations at their largest batch and write the GPU busy fraction "
                         "and top kernels to this file (PROFILE, PROFILE.compiled, "
                         "PROFILE.packed-compiled)")
+    p.add_argument("--workers", default=None, type=_sizes,
+                   help="worker counts to compare with 1 worker, one GPU each (default: the "
+                        "number of GPUs when there are 2 or more; '' for none; with --smoke: "
+                        "CPU processes)")
+    p.add_argument("--workers-batch", type=int, default=1024,
+                   help="the batch per worker of the worker comparison")
     p.add_argument("--no-repro", action="store_true", help="skip the two-run agreement check")
     p.add_argument("--smoke", action="store_true",
                    help="check the script on a CPU: the tiny encoder, a few steps, no GPU numbers")
@@ -384,6 +429,22 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:  # after each configuration: a run cut short keeps what it measured
             _write_json(a.json, gpu, n_params, embedding, ceiling, rows, diff)
 
+    counts = a.workers if a.workers is not None else (
+        [] if a.smoke or torch.cuda.device_count() < 2 else [torch.cuda.device_count()])
+    workers: list[dict] = []
+    for n in [1, *counts] if counts else []:
+        try:
+            w = measure_workers(config(a.workers_batch, True), n, work, fast_precision, a.smoke)
+        except Exception as e:  # noqa: BLE001 - report it, go on
+            print(f"{n} workers: failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            continue
+        w["vs_one"] = w["examples_per_s"] / workers[0]["examples_per_s"] \
+            if workers and workers[0]["workers"] == 1 else (1.0 if n == 1 else None)
+        workers.append(w)
+        print(json.dumps(w), file=sys.stderr, flush=True)
+        if a.json:
+            _write_json(a.json, gpu, n_params, embedding, ceiling, rows, diff, workers)
+
     if a.profile:
         # 10 steps of each kind of configuration at its largest batch: eager, compiled,
         # packed and compiled (PROFILE, PROFILE.compiled, PROFILE.packed-compiled).
@@ -397,21 +458,39 @@ def main(argv: list[str] | None = None) -> int:
             measure(config(max(sizes), True, packed=runtime.attention == "packed"), runtime,
                     profile=path)
 
-    report = render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps)
+    report = render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps, workers)
     print(report)
     if a.out:
         a.out.write_text(report)
     if a.json:
-        _write_json(a.json, gpu, n_params, embedding, ceiling, rows, diff)
+        _write_json(a.json, gpu, n_params, embedding, ceiling, rows, diff, workers)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def _write_json(path: Path, gpu, n_params, embedding, ceiling, rows, diff) -> None:
+def _write_json(path: Path, gpu, n_params, embedding, ceiling, rows, diff,
+                workers: list[dict] | None = None) -> None:
     path.write_text(json.dumps({
         "gpu": gpu, "params": n_params, "embedding_params": embedding,
         "matmul_tflops": ceiling and ceiling / 1e12, "rows": rows, "repro_max_diff": diff,
+        "workers": workers or [],
     }, indent=1))
+
+
+def workers_table(workers: list[dict]) -> list[str]:
+    """The worker comparison (1 worker vs N, one GPU each) as Markdown; nothing without one."""
+    if not workers:
+        return []
+    out = ["| workers | batch per worker | examples/s | ms/step | ÷ 1 worker | per-worker efficiency "
+           "| first epoch s | dev overall |", "|---|---|---|---|---|---|---|---|"]
+    for w in workers:
+        vs, overall, n = w.get("vs_one"), w.get("overall"), w["workers"]
+        out.append(
+            f"| {n} | {w['batch']} | {w['examples_per_s']:.0f} | {w['step_ms']:.1f} | "
+            f"{'-' if vs is None else f'{vs:.2f}×'} | "
+            f"{'-' if vs is None else f'{vs / n:.0%}'} | {w['first_epoch_seconds']:.1f} | "
+            f"{'-' if overall is None else f'{overall:.3f}'} |")
+    return out
 
 
 def rows_table(rows: list[dict]) -> list[str]:
@@ -449,7 +528,8 @@ def waits_note(rows: list[dict]) -> list[str]:
     return ["", WAITS_NOTE] if recorded else []
 
 
-def render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps) -> str:
+def render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps,
+           workers: list[dict] | None = None) -> str:
     import torch
 
     lines = [
@@ -483,6 +563,10 @@ def render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps) -> str:
                   f"tokens/s of the fp32 baseline (batch {base['batch']})"
                   + (f"; MFU **{100 * best['mfu']:.1f} %** (target ≥ {100 * TARGET_MFU:.0f} % "
                      "on an H100)." if best["mfu"] is not None else ".")]
+    if workers:
+        lines += ["", "One trial on 1 worker and on N (DDP through `accelerate launch`, one GPU "
+                  "each, the trial's batch on each: N × batch rows per step; timed over the "
+                  "second epoch):", "", *workers_table(workers)]
     if diff == diff and diff is not None:  # NaN: the check was not run (--no-repro)
         lines.append(f"Two identical bf16 runs on this GPU: largest metric difference "
                      f"{diff:.2e} (reproduction tolerance 1e-3).")

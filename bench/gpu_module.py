@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.common import Result
-from bench.gpu import rows_table, waits_note
+from bench.gpu import rows_table, waits_note, workers_table
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -108,7 +108,10 @@ def run(quick: bool, workdir: Path) -> Result:
         f"Two identical bf16 runs on the GPU differed by at most {repro:.1e} in any dev metric "
         "(the reproduction tolerance is 1e-3)." if repro == repro and repro is not None else "",
         *[_also_recorded(o) for o in others],
-        "Multi-GPU (one trial on 1 GPU vs 2+ workers): the machine had one GPU; not measured.",
+        *(["", "One trial on 1 GPU and on N (DDP, one GPU each, the trial's batch on each):", "",
+           *workers_table(result["workers"])] if result.get("workers") else
+          ["Multi-GPU (one trial on 1 GPU vs 2+ workers): the machine had one GPU; "
+           "not measured."]),
     ]
     return Result(
         key="gpu", title="7. GPU: BERT-base throughput and MFU", ratio=best["mfu"],

@@ -3,10 +3,11 @@
 What a GPU machine with several GPUs would measure as "1-GPU trial vs the same trial with 2+
 workers", here on the CPU: `mtsweep launch` runs a one-trial sweep of the demo trial (tiny
 encoder) with `resources.workers: 1`, then 2 (Ray Train workers, DDP over gloo, 1 CPU and 1
-thread each), in alternating order. The global batch is the same in both (each of 2 workers
-takes half of it), so both train the same trial. Rates are the trial's own training examples/s
-(all workers together, epochs only); the per-trial start-up (trial start → first step) is
-reported beside them. Ideal ratio: the number of workers, when each has a core of its own.
+thread each), in alternating order. `batch_size` is per worker (data parallel: 2 workers take
+2 × batch_size rows per step), so each worker computes what the 1-worker trial computes and the
+gradients are averaged across them. Rates are the trial's own training examples/s (all workers
+together, epochs only); the per-trial start-up (trial start → first step) is reported beside
+them. Ideal ratio: the number of workers, when each has a core of its own.
 
 Not in the default suite (about 2 minutes): `bench/run_all.py --only workers`.
 """
@@ -64,11 +65,11 @@ def run(quick: bool, workdir: Path) -> Result:
           f"{fmt(r[1]['overall'], '.3f')} / {fmt(r[WORKERS]['overall'], '.3f')}"]
          for i, (r, q) in enumerate(zip(rows, ratios, strict=True))])
     details = "\n".join([
-        f"The demo trial (tiny encoder), {train_limit} training rows per task, 2 epochs, global "
-        f"batch {batch}, as a one-trial sweep under `mtsweep launch` (local Ray, MLflow on "
+        f"The demo trial (tiny encoder), {train_limit} training rows per task, 2 epochs, batch "
+        f"{batch} per worker, as a one-trial sweep under `mtsweep launch` (local Ray, MLflow on "
         f"SQLite) with 1 worker, then {WORKERS} (Ray Train workers, DDP over gloo; 1 CPU and 1 "
-        f"thread each; each of {WORKERS} workers takes {batch // WORKERS} rows of every global "
-        f"batch). {reps} repetition(s), order alternating; this machine has {cores} core(s). "
+        f"thread each; {WORKERS} × {batch} rows per step). {reps} repetition(s), order "
+        f"alternating; this machine has {cores} core(s). "
         "Rates: the trial's training examples/s, all workers together. Start-up: trial start → "
         "first step (a one-worker trial runs in its Ray Tune trial process; a multi-worker one "
         "starts its worker processes).",

@@ -38,7 +38,7 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     out, js, prof = tmp_path / "gpu.md", tmp_path / "gpu.json", tmp_path / "profile.txt"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--data", str(data),
-         "--batches", "16,64", "--compiled", "", "--packed", "64", "--packed-compiled", "64",
+         "--batches", "16,64", "--compiled", "", "--packed", "64", "--packed-compiled", "64", "--workers", "2", "--workers-batch", "32",
          "--out", str(out), "--json", str(js),
          "--profile", str(prof)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -46,7 +46,8 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
-    rows = json.loads(js.read_text())["rows"]
+    recorded = json.loads(js.read_text())
+    rows = recorded["rows"]
     assert [(r["name"].split(":")[0], r["batch"]) for r in rows] == [
         ("baseline", 32), ("fast", 16), ("fast", 64), ("fast + packed", 64),
         ("fast + packed + torch.compile", 64)]
@@ -69,3 +70,9 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     assert graphs[:4] == [None] * 4 and 2 <= graphs[4] <= 3, graphs
     assert all(r["gpu_waits"] is None for r in rows)
     assert "| waits on the GPU | compiled graphs |" in out.read_text()
+    # One trial on 1 worker and on 2 (DDP through accelerate launch; CPU processes here): 2 ×
+    # the examples per step, so more examples/s unless DDP costs as much as a worker adds.
+    one, two = recorded["workers"]
+    assert (one["workers"], two["workers"]) == (1, 2) and one["vs_one"] == 1.0
+    assert two["vs_one"] == two["examples_per_s"] / one["examples_per_s"] > 1.0
+    assert "| workers | batch per worker |" in out.read_text()
