@@ -169,6 +169,7 @@ def measure(config, runtime, profile: Path | None = None) -> dict:
             T.train(config, runtime, callbacks=[on_epoch])
     finally:
         T.MultiTaskModel = original
+        syncs.stop()  # a failed configuration leaves no sync debug mode behind
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     if profile and "wall" in profiler:

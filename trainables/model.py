@@ -84,7 +84,7 @@ class MultiTaskModel(nn.Module):
         """(B, L) token ids → (B, hidden) pooled embeddings. A packed encoder takes the batch's
         `packing` when the caller has built it (see `packing`), else builds it from `mask`."""
         if self.packed:  # only the real tokens, laid end to end (trainables.packing)
-            packing = packing or Packing.of(mask)
+            packing = packing if packing is not None else Packing.of(mask)
             states = self.encoder(
                 input_ids=packing.pack(input_ids), position_ids=packing.positions(),
                 token_type_ids=None if token_type_ids is None else packing.pack(token_type_ids),
