@@ -101,6 +101,11 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     t0 = time.perf_counter()
     temp = tempfile.mkdtemp(prefix="mtsw-bench-", dir="/tmp")
+    # Ray's test cluster writes its address into Ray's default temp folder (/tmp/ray) whatever
+    # temp_dir it is given, and fails on a machine where no Ray has created that folder yet.
+    from ray._common.utils import get_default_ray_temp_dir
+
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
     cluster = None
     rows = []
     try:
