@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch.nn import functional as F
 
+from trainables.runtime import host_to_device
+
 PACKED = "mtsweep_packed"  # the attention implementation's name in Hugging Face's registry
 
 
@@ -54,14 +56,8 @@ class Packing:
     def to(self, device: torch.device | str) -> Packing:
         """The packing on `device`; to a GPU through page-locked memory, without waiting."""
         device = torch.device(device)
-
-        def move(t: torch.Tensor) -> torch.Tensor:
-            if device.type == "cuda":
-                return t.pin_memory().to(device, non_blocking=True)
-            return t.to(device)
-
-        return replace(self, keep=move(self.keep), index=move(self.index), row=move(self.row),
-                       cu_seqlens=move(self.cu_seqlens))
+        return replace(self, **{name: host_to_device(getattr(self, name), device)
+                                for name in ("keep", "index", "row", "cu_seqlens")})
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, …) → (1, T, …)."""

@@ -62,3 +62,12 @@ class Runtime:
         if self.checkpoint_dir:
             return Path(self.checkpoint_dir)
         return Path(self.out_dir) / "checkpoints" if self.out_dir else None
+
+
+def host_to_device(tensor, device):
+    """A host tensor on `device` (a torch.device). To a GPU through page-locked memory, without
+    waiting: a copy from ordinary memory first waits for all queued GPU work, which would leave
+    the GPU idle while Python prepares each next step."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

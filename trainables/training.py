@@ -33,7 +33,7 @@ from trainables.gradients import GRADIENTS
 from trainables.metrics import TASK_METRIC, accuracy, confusion_matrix, overall_scores, pearson
 from trainables.model import MultiTaskModel
 from trainables.packing import Packing
-from trainables.runtime import Runtime
+from trainables.runtime import Runtime, host_to_device
 from trainables.schedules import SCHEDULES
 from trainables.tasks import TASKS
 
@@ -133,17 +133,11 @@ def _lr_scheduler(optimizer, config: TrialConfig, total_steps: int):
 
 
 def _to_device(batch: dict[str, Any], device) -> dict[str, Any]:
-    """The batch's tensors (and a packed encoder's `packing`) on `device`. To a GPU through
-    page-locked memory: a copy from ordinary memory first waits for all queued GPU work, which
-    would leave the GPU idle while Python prepares each next step."""
+    """The batch's tensors (and a packed encoder's `packing`) on `device`, without waiting for
+    the GPU (`host_to_device`)."""
     device = torch.device(device)
-
-    def move(v):
-        if device.type != "cuda" or isinstance(v, Packing):  # Packing.to pins its tensors
-            return v.to(device)
-        return v.pin_memory().to(device, non_blocking=True)
-
-    return {k: move(v) for k, v in batch.items() if k != "index"}
+    return {k: v.to(device) if isinstance(v, Packing) else host_to_device(v, device)
+            for k, v in batch.items() if k != "index"}
 
 
 def _model_batch(model: MultiTaskModel, task: str, data, rows: np.ndarray, pad_id: int,
