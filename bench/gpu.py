@@ -433,14 +433,15 @@ def main(argv: list[str] | None = None) -> int:
     counts = a.workers if a.workers is not None else (
         [] if a.smoke or torch.cuda.device_count() < 2 else [torch.cuda.device_count()])
     workers: list[dict] = []
+    one = None  # the 1-worker measurement the others are compared with
     for n in [1, *counts] if counts else []:
         try:
             w = measure_workers(config(a.workers_batch, True), n, work, fast_precision, a.smoke)
         except Exception as e:  # noqa: BLE001 - report it, go on
             print(f"{n} workers: failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             continue
-        w["vs_one"] = w["examples_per_s"] / workers[0]["examples_per_s"] \
-            if workers and workers[0]["workers"] == 1 else (1.0 if n == 1 else None)
+        one = w if n == 1 else one
+        w["vs_one"] = w["examples_per_s"] / one["examples_per_s"] if one else None
         workers.append(w)
         print(json.dumps(w), file=sys.stderr, flush=True)
         if a.json:
@@ -479,10 +480,13 @@ def _write_json(path: Path, gpu, n_params, embedding, ceiling, rows, diff,
 
 
 def workers_table(workers: list[dict]) -> list[str]:
-    """The worker comparison (1 worker vs N, one GPU each) as Markdown; nothing without one."""
+    """The worker comparison (1 worker vs N, one GPU each) as Markdown, with what it measured;
+    nothing without one."""
     if not workers:
         return []
-    out = ["| workers | batch per worker | examples/s | ms/step | ÷ 1 worker | per-worker efficiency "
+    out = ["", "One trial on 1 worker and on N (DDP through `accelerate launch`, one GPU each, the "
+           "trial's batch on each: N × batch rows per step; timed over the second epoch):", "",
+           "| workers | batch per worker | examples/s | ms/step | ÷ 1 worker | per-worker efficiency "
            "| first epoch s | dev overall |", "|---|---|---|---|---|---|---|---|"]
     for w in workers:
         vs, overall, n = w.get("vs_one"), w.get("overall"), w["workers"]
@@ -564,10 +568,7 @@ def render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps,
                   f"tokens/s of the fp32 baseline (batch {base['batch']})"
                   + (f"; MFU **{100 * best['mfu']:.1f} %** (target ≥ {100 * TARGET_MFU:.0f} % "
                      "on an H100)." if best["mfu"] is not None else ".")]
-    if workers:
-        lines += ["", "One trial on 1 worker and on N (DDP through `accelerate launch`, one GPU "
-                  "each, the trial's batch on each: N × batch rows per step; timed over the "
-                  "second epoch):", "", *workers_table(workers)]
+    lines += workers_table(workers or [])
     if diff == diff and diff is not None:  # NaN: the check was not run (--no-repro)
         lines.append(f"Two identical bf16 runs on this GPU: largest metric difference "
                      f"{diff:.2e} (reproduction tolerance 1e-3).")

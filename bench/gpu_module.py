@@ -108,8 +108,7 @@ def run(quick: bool, workdir: Path) -> Result:
         f"Two identical bf16 runs on the GPU differed by at most {repro:.1e} in any dev metric "
         "(the reproduction tolerance is 1e-3)." if repro == repro and repro is not None else "",
         *[_also_recorded(o) for o in others],
-        *(["", "One trial on 1 GPU and on N (DDP, one GPU each, the trial's batch on each):", "",
-           *workers_table(result["workers"])] if result.get("workers") else
+        *(workers_table(result["workers"]) if result.get("workers") else
           ["Multi-GPU (one trial on 1 GPU vs 2+ workers): the machine had one GPU; "
            "not measured."]),
     ]
