@@ -100,11 +100,7 @@ class MultiTaskModel(nn.Module):
         """(input_ids, attention_mask, token_type_ids or None) of the one encoder pass a task's
         batch takes: a bi-encoder's two sentences padded to a common length and stacked."""
         if self.heads[task].input_mode == "separate":
-            a, ma = batch["input_ids_a"], batch["attention_mask_a"]
-            b, mb = batch["input_ids_b"], batch["attention_mask_b"]
-            width = max(a.shape[1], b.shape[1])
-            return (torch.cat([_pad(a, width), _pad(b, width)]),
-                    torch.cat([_pad(ma, width), _pad(mb, width)]), None)
+            return _stacked(batch, "input_ids"), _stacked(batch, "attention_mask"), None
         return batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
 
     def packing(self, task: str, batch: Batch) -> Packing | None:
@@ -114,7 +110,9 @@ class MultiTaskModel(nn.Module):
         from the mask on the device waits for every queued kernel (see `Packing.of`)."""
         if not self.packed:
             return None
-        return Packing.of(self.encoder_inputs(task, batch)[1])
+        separate = self.heads[task].input_mode == "separate"
+        return Packing.of(_stacked(batch, "attention_mask") if separate
+                          else batch["attention_mask"])
 
     def task_outputs(self, task: str, batch: Batch) -> torch.Tensor:
         """The head's (B, k) outputs for one task's batch (which may carry its `packing`)."""
@@ -137,6 +135,13 @@ class MultiTaskModel(nn.Module):
     def predict(self, task: str, batch: Batch) -> torch.Tensor:
         """(B,) predictions in label space: class ids, or scores in the task's range."""
         return self.losses[task].predict(self.task_outputs(task, batch))
+
+
+def _stacked(batch: Batch, key: str) -> torch.Tensor:
+    """A bi-encoder batch's `key`_a over `key`_b, padded to a common width: (2B, L)."""
+    a, b = batch[f"{key}_a"], batch[f"{key}_b"]
+    width = max(a.shape[1], b.shape[1])
+    return torch.cat([_pad(a, width), _pad(b, width)])
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
