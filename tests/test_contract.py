@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from trainables.config import TrialConfig
 from trainables.data.batching import collate
@@ -25,6 +26,25 @@ from trainables.weighting import WEIGHTINGS
 from .conftest import tiny_dict
 
 ALL_COMBOS = list(itertools.product(TASKS, HEADS.names(), LOSSES.names()))
+
+
+class HostReads(TorchDispatchMode):
+    """Records the operations that move data between the host and the tensors' device:
+    reading a value back (`.item()`, `bool(t)`, `nonzero`) or making a tensor from host
+    data (`torch.tensor(x, device=…)`). On a GPU each one waits for every queued kernel, so a
+    training step that does one cannot queue its successor while the GPU works. Seen here on
+    the CPU, where the same operations run."""
+
+    OPS = ("aten._local_scalar_dense", "aten.lift_fresh", "aten.nonzero")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func.overloadpacket) in self.OPS:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 def _config(demo_dir, task, head, loss, **extra):
@@ -90,12 +110,16 @@ def test_head_loss_contract(demo_dir, batches, task, head, loss):
     model = MultiTaskModel(cfg, encoder)
     batch = batches[task, model.input_mode(task)]
     buffers = {name: b.clone() for name, b in model.named_buffers()}
-    out = model({task: batch})
+    with HostReads() as reads:
+        out = model({task: batch})
+        value = out["weighted"][task]
+        value.backward()
+    # The encoder, head and loss of a training step read nothing back from the device.
+    assert reads.seen == [], f"{task}/{head}/{loss}: a training step reads the device: " \
+        f"{reads.seen}"
     outputs = out["outputs"][task]
     assert outputs.shape == (8, model.losses[task].num_outputs)
-    value = out["weighted"][task]
     assert value.ndim == 0 and torch.isfinite(value)
-    value.backward()
     head_grads = [p.grad for p in model.heads[task].parameters()]
     assert head_grads and all(g is not None and torch.isfinite(g).all() for g in head_grads)
     assert any(g.abs().sum() > 0 for g in head_grads)
@@ -215,3 +239,35 @@ def test_pcgrad_removes_conflicts():
     # Each projected gradient is orthogonal to the other task's conflicting gradient.
     assert torch.allclose(merged, torch.tensor([0.5, 0.5]) + torch.tensor([0.0, 1.0]))
     assert torch.dot(merged, g1) >= 0 and torch.dot(merged, g2) >= 0
+
+
+@pytest.mark.parametrize("attention", ["auto", "eager"])
+def test_the_encoder_mask_gives_hugging_faces_results(demo_dir, batches, attention):
+    """The model hands the encoder a 4D mask that it need not read back; the token states are
+    those of Hugging Face's own handling of the 2D mask, padded batch or not."""
+    from trainables.encoder import load_encoder
+
+    cfg = _config(demo_dir, "sst", "mlp", "ce")
+    torch.manual_seed(0)
+    _, encoder = load_encoder(cfg.encoder, attention)
+    model = MultiTaskModel(cfg, encoder).eval()
+    batch = batches["sst", "single"]
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert not mask.all()  # the batch has padding
+    for rows in (slice(None), mask.all(1)):  # padded; only the rows with no padding
+        with torch.no_grad():
+            ours = model.embed(ids[rows], mask[rows])
+            states = encoder(input_ids=ids[rows], attention_mask=mask[rows]).last_hidden_state
+        torch.testing.assert_close(ours, model.pooling(states, mask[rows]), rtol=1e-5, atol=1e-5)
+
+
+def test_bce_pos_weight_weighs_the_positives_and_stays_out_of_checkpoints():
+    from trainables.losses.bce import BCELoss
+
+    outputs, labels = torch.tensor([[0.3], [-1.2], [2.0]]), torch.tensor([1, 0, 1])
+    plain, weighted = BCELoss(TASKS["para"]), BCELoss(TASKS["para"], pos_weight=3.0)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        outputs.squeeze(-1), labels.float(), pos_weight=torch.tensor(3.0))
+    torch.testing.assert_close(weighted(outputs, labels), expected)
+    assert weighted(outputs, labels) > plain(outputs, labels)
+    assert "_pos_weight" not in weighted.state_dict()  # checkpoints are as before

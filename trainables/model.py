@@ -92,9 +92,28 @@ class MultiTaskModel(nn.Module):
             ).last_hidden_state
             return self.pooling(states, packing)
         states = self.encoder(
-            input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids
+            input_ids=input_ids, attention_mask=self._attention_mask(mask),
+            token_type_ids=token_type_ids,
         ).last_hidden_state
         return self.pooling(states, mask)
+
+    def _attention_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The (B, L) padding mask as the (B, 1, L, L) mask the encoder's attention takes.
+
+        Given the 2D mask, Hugging Face's SDPA path reads it back (`mask.all()`) to drop it
+        when nothing is padded: on a GPU that waits for every queued kernel, at every encoder
+        call. A 4D mask is used as it is, so the step never waits; the cost is that an
+        unpadded batch runs SDPA's masked kernel rather than Flash Attention."""
+        implementation = getattr(self.encoder.config, "_attn_implementation", None)
+        rows, width = mask.shape
+        keep = mask.bool()[:, None, None, :].expand(rows, 1, width, width)
+        if implementation == "sdpa":
+            return keep
+        if implementation == "eager":  # additive, in the dtype Hugging Face builds it in
+            dtype = self.encoder.get_input_embeddings().weight.dtype
+            return torch.zeros(keep.shape, dtype=dtype, device=mask.device).masked_fill(
+                ~keep, torch.finfo(dtype).min)
+        return mask
 
     def encoder_inputs(self, task: str, batch: Batch) -> tuple[torch.Tensor, ...]:
         """(input_ids, attention_mask, token_type_ids or None) of the one encoder pass a task's

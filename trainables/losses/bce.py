@@ -20,11 +20,14 @@ class BCELoss(Loss):
     def __init__(self, task: TaskSpec, *, pos_weight: float = 1.0) -> None:
         super().__init__(task)
         self.pos_weight = pos_weight
+        # A buffer, so that it moves with the model: a tensor made from the float at every
+        # call would be a copy from the host that a GPU step waits for. Not in checkpoints.
+        self.register_buffer("_pos_weight", torch.tensor(pos_weight), persistent=False)
 
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pw = torch.tensor(self.pos_weight, device=outputs.device)
         return F.binary_cross_entropy_with_logits(
-            outputs.float().squeeze(-1), labels.float(), pos_weight=pw
+            outputs.float().squeeze(-1), labels.float(),
+            pos_weight=None if self.pos_weight == 1.0 else self._pos_weight,
         )
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
