@@ -11,6 +11,8 @@ uncased WordPiece tokenizer of all-MiniLM-L6-v2, which is BERT-base's vocabulary
   packed    fast, with the encoder on the real tokens only (`Runtime(attention="packed")`:
             no padding, variable-length flash attention), eager and compiled; these run
             without attention dropout, which variable-length attention does not have
+  flex      packed, with FlexAttention's block-diagonal mask instead of variable-length
+            flash attention (`Runtime(attention="packed_flex")`), eager and compiled
 
   workers   fast, as one trial on 1 GPU and on N (`--workers`; default: every GPU when there
             are 2 or more): `accelerate launch` of `python -m trainables` (DDP, one process per
@@ -155,7 +157,7 @@ def measure(config, runtime, profile: Path | None = None) -> dict:
                         counts["computed"] += batch["attention_mask"].numel()
             return super().forward(step)
 
-    packed = runtime.attention == "packed"  # the encoder computes the real tokens only
+    packed = runtime.attention.startswith("packed")  # the encoder computes real tokens only
 
     def on_epoch(rep) -> None:
         real = int(counts["real"])
@@ -315,16 +317,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="batch sizes of the fast configuration on packed tokens ('' for none)")
     p.add_argument("--packed-compiled", default="1024", type=_sizes,
                    help="the same with torch.compile ('' for none)")
+    p.add_argument("--flex", default="", type=_sizes,
+                   help="batch sizes of packed with FlexAttention, encoder not compiled ('' for "
+                        "none)")
+    p.add_argument("--flex-compiled", default="1024", type=_sizes,
+                   help="the same with torch.compile ('' for none)")
     p.add_argument("--steps", type=int, default=80, help="optimizer steps per timed epoch")
     p.add_argument("--no-baseline", action="store_true", help="skip the fp32 baseline")
     p.add_argument("--no-attention-dropout", action="store_true",
                    help="padded configurations without attention dropout too, as packed ones "
                         "always run: compares the two on the same arithmetic")
     p.add_argument("--profile", type=Path, default=None,
-                   help="also profile 10 steps of the fast, compiled and packed-compiled "
-                        "configurations at their largest batch and write the GPU busy fraction "
-                        "and top kernels to this file (PROFILE, PROFILE.compiled, "
-                        "PROFILE.packed-compiled)")
+                   help="also profile 10 steps of the fast, compiled, packed-compiled and "
+                        "flex-compiled configurations at their largest batch and write the GPU "
+                        "busy fraction and top kernels to this file (PROFILE, PROFILE.compiled, "
+                        "PROFILE.packed-compiled, PROFILE.flex-compiled)")
     p.add_argument("--workers", default=None, type=_sizes,
                    help="worker counts to compare with 1 worker, one GPU each (default: the "
                         "number of GPUs when there are 2 or more; '' for none; with --smoke: "
@@ -390,10 +397,14 @@ def main(argv: list[str] | None = None) -> int:
         # The same at the largest batch with PyTorch's own attention kernel choice (cuDNN).
         plan.append(("fast, cuDNN attention", rt(fast_precision, "sdpa"), max(batches), True))
     plan += [("fast + packed", rt(fast_precision, "packed"), b, True) for b in a.packed]
+    plan += [("fast + packed, FlexAttention", rt(fast_precision, "packed_flex"), b, True)
+             for b in a.flex]
     compiled = [("fast + torch.compile", rt(fast_precision, "auto", True), b, True)
                 for b in a.compiled]
     compiled += [("fast + packed + torch.compile", rt(fast_precision, "packed", True), b, True)
                  for b in a.packed_compiled]
+    compiled += [("fast + packed, FlexAttention + torch.compile",
+                  rt(fast_precision, "packed_flex", True), b, True) for b in a.flex_compiled]
 
     def reproduction() -> float:
         """The same bf16 trial twice on this GPU: the largest difference in a dev metric."""
@@ -412,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         name, runtime, batch, bucket = item
         t0 = time.perf_counter()
-        trial = config(batch, bucket, packed=runtime.attention == "packed")
+        trial = config(batch, bucket, packed=runtime.attention.startswith("packed"))
         try:
             r = measure(trial, runtime)
         except Exception as e:  # noqa: BLE001 - report the configuration that broke, go on
@@ -449,16 +460,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.profile:
         # 10 steps of each kind of configuration at its largest batch: eager, compiled,
-        # packed and compiled (PROFILE, PROFILE.compiled, PROFILE.packed-compiled).
+        # packed and compiled, FlexAttention and compiled (PROFILE, PROFILE.compiled,
+        # PROFILE.packed-compiled, PROFILE.flex-compiled).
         for suffix, sizes, runtime in (
                 ("", a.batches, rt(fast_precision, "auto")),
                 ("compiled", a.compiled, rt(fast_precision, "auto", True)),
-                ("packed-compiled", a.packed_compiled, rt(fast_precision, "packed", True))):
+                ("packed-compiled", a.packed_compiled, rt(fast_precision, "packed", True)),
+                ("flex-compiled", a.flex_compiled, rt(fast_precision, "packed_flex", True))):
             if not sizes:
                 continue
             path = a.profile.with_suffix(f".{suffix}{a.profile.suffix}") if suffix else a.profile
-            measure(config(max(sizes), True, packed=runtime.attention == "packed"), runtime,
-                    profile=path)
+            measure(config(max(sizes), True, packed=runtime.attention.startswith("packed")),
+                    runtime, profile=path)
 
     report = render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps, workers)
     print(report)

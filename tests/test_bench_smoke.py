@@ -38,7 +38,8 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     out, js, prof = tmp_path / "gpu.md", tmp_path / "gpu.json", tmp_path / "profile.txt"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--data", str(data),
-         "--batches", "16,64", "--compiled", "", "--packed", "64", "--packed-compiled", "64", "--workers", "2", "--workers-batch", "32",
+         "--batches", "16,64", "--compiled", "", "--packed", "64", "--packed-compiled", "64",
+         "--flex", "64", "--flex-compiled", "", "--workers", "2", "--workers-batch", "32",
          "--out", str(out), "--json", str(js),
          "--profile", str(prof)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -50,13 +51,14 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     rows = recorded["rows"]
     assert [(r["name"].split(":")[0], r["batch"]) for r in rows] == [
         ("baseline", 32), ("fast", 16), ("fast", 64), ("fast + packed", 64),
-        ("fast + packed + torch.compile", 64)]
+        ("fast + packed, FlexAttention", 64), ("fast + packed + torch.compile", 64)]
     for r in rows:
         assert r["real_tokens_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1
     # Bucketing pads less than padding each batch to its longest row.
     assert rows[1]["padding_efficiency"] > rows[0]["padding_efficiency"]
     # Packed, the encoder computes the real tokens only.
-    assert rows[3]["padding_efficiency"] == 1.0 > rows[2]["padding_efficiency"]
+    assert rows[3]["padding_efficiency"] == rows[4]["padding_efficiency"] == 1.0 \
+        > rows[2]["padding_efficiency"]
     # Packed rows run without attention dropout, and the report says the rows differ in it.
     assert rows[3]["attention_dropout"] == 0 < rows[2]["attention_dropout"]
     assert "Attention dropout differs between the rows" in out.read_text()
@@ -67,7 +69,7 @@ def test_gpu_benchmark_smoke_on_the_cpu(tmp_path: Path) -> None:
     # (bucketed batches vary in size and length: dynamic shapes). Waits on the GPU: not
     # counted without one.
     graphs = [r["compiled_graphs"] for r in rows]
-    assert graphs[:4] == [None] * 4 and 2 <= graphs[4] <= 3, graphs
+    assert graphs[:5] == [None] * 5 and 2 <= graphs[5] <= 3, graphs
     assert all(r["gpu_waits"] is None for r in rows)
     assert "| waits on the GPU | compiled graphs |" in out.read_text()
     # One trial on 1 worker and on 2 (DDP through accelerate launch; CPU processes here): 2 ×

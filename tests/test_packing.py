@@ -243,7 +243,8 @@ def test_packed_flash_attention_matches_padded_on_a_gpu(tiny_config, cache_dir, 
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_packed_training_step_does_not_wait_on_the_gpu(tiny_config, cache_dir):
+@pytest.mark.parametrize("attention", ["packed", "packed_flex"])
+def test_a_packed_training_step_does_not_wait_on_the_gpu(tiny_config, cache_dir, attention):
     """A packed step with its packings built on the host (as training builds them) queues its
     forward, backward, clipping and optimizer step without one wait on the GPU: PyTorch raises
     at any synchronizing call while its sync debug mode is "error"."""
@@ -251,7 +252,9 @@ def test_a_packed_training_step_does_not_wait_on_the_gpu(tiny_config, cache_dir)
 
     cfg = tiny_config({"encoder.attention_dropout": 0.0, "tasks.para.head": "cross",
                        "tasks.para.head_args": {}, "tasks.sts.head": "sbert"})
-    tokenizer, _, packed = _models(cfg)
+    tokenizer, _, _ = _models(cfg)
+    _, encoder = load_encoder(cfg.encoder, attention)
+    packed = MultiTaskModel(cfg, encoder)
     packed.to("cuda")
     modes = {t: packed.input_mode(t) for t in cfg.tasks}
     splits = load_task_splits(cfg, tokenizer, modes, cache_dir, splits=("train",))
@@ -273,3 +276,90 @@ def test_a_packed_training_step_does_not_wait_on_the_gpu(tiny_config, cache_dir)
         finally:
             torch.cuda.set_sync_debug_mode(0)
     assert all(torch.isfinite(v).all() for v in out["losses"].values())
+
+
+def _same_row_blocks(lengths: list[int], block: int) -> set[tuple[int, int]]:
+    """The (query block, key block) pairs that hold a query and a key of the same row."""
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    blocks = np.arange(len(row)) // block
+    return {(int(blocks[q]), int(blocks[k])) for q in range(len(row)) for k in range(len(row))
+            if row[q] == row[k]}
+
+
+@pytest.mark.parametrize("lengths", [[5, 3, 130, 2, 9, 4, 127, 1, 60, 70], [128, 128, 1],
+                                     [1], [40] * 20, [127, 2, 127]])
+def test_flex_tiles_are_exactly_the_blocks_rows_share(lengths):
+    """FlexAttention's tiles of a packing cover every pair of tokens of the same row and no
+    block pair without one (so no tile is computed in vain, beyond the partial ones)."""
+    from trainables.packing import FLEX_BLOCK
+
+    width = max(lengths)
+    mask = (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).long()
+    packing = Packing.of(mask, blocks=True)
+    counts, indices = packing.kv_blocks[0, 0], packing.kv_indices[0, 0]
+    tiles = {(q, int(k)) for q in range(len(counts)) for k in indices[q, :counts[q]]}
+    assert tiles == _same_row_blocks(lengths, FLEX_BLOCK)
+    assert Packing.of(mask).kv_blocks is None  # only when asked for
+
+
+def test_flex_attention_gives_the_padded_encoders_states(tiny_config, cache_dir):
+    """The packed encoder with FlexAttention's block-diagonal mask (its forward runs on the
+    CPU too) gives the padded encoder's embeddings, for rows of the real data."""
+    cfg = tiny_config({"encoder.attention_dropout": 0.0, "encoder.hidden_dropout": 0.0})
+    tokenizer, padded, _ = _models(cfg)
+    _, encoder = load_encoder(cfg.encoder, "packed_flex")
+    flex = MultiTaskModel(cfg, encoder)
+    flex.load_state_dict(padded.state_dict())
+    assert flex.packed and flex.flex
+    batch = _step(cfg, tokenizer, padded, cache_dir, 24)["sst"]
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    packing = flex.packing("sst", batch).with_block_mask()
+    assert packing.kv_blocks is not None
+    with torch.no_grad(), pytest.warns(UserWarning, match="without torch.compile"):
+        states = flex.encoder(input_ids=packing.pack(ids), position_ids=packing.positions(),
+                              packing=packing).last_hidden_state
+        expected = padded.eval().embed(ids, mask)
+    torch.testing.assert_close(flex.pooling(states, packing), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_packed_flex_trains_on_the_cpu_as_packed(tiny_config):
+    """FlexAttention has no backward on the CPU: there a packed_flex trial trains exactly as
+    a packed one (the GPU tests below run FlexAttention)."""
+    cfg = tiny_config({"encoder.attention_dropout": 0.0, "epochs": 1})
+    a = scores(train(cfg, Runtime(cpu=True, progress_lines=0, attention="packed")))
+    b = scores(train(cfg, Runtime(cpu=True, progress_lines=0, attention="packed_flex")))
+    assert a == b
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_packed_flex_attention_matches_padded_on_a_gpu(tiny_config, cache_dir, compiled):
+    """On a GPU the packed_flex encoder runs FlexAttention with the block-diagonal mask: its
+    outputs and gradients match the padded SDPA encoder's to bf16 precision, eager (the kernel
+    compiled alone) and with the encoder compiled."""
+    cfg = tiny_config({"encoder.attention_dropout": 0.0, "encoder.hidden_dropout": 0.0,
+                       "tasks.para.head": "cross", "tasks.para.head_args": {},
+                       "tasks.sts.head": "sbert"})
+    tokenizer, padded, _ = _models(cfg)
+    _, encoder = load_encoder(cfg.encoder, "packed_flex")
+    flex = MultiTaskModel(cfg, encoder)
+    flex.load_state_dict(padded.state_dict())
+    padded.to("cuda", torch.bfloat16)
+    flex.to("cuda", torch.bfloat16)
+    if compiled:
+        flex.encoder = torch.compile(flex.encoder, dynamic=True)
+    step = {task: {k: v.cuda() for k, v in batch.items()}
+            for task, batch in _step(cfg, tokenizer, padded, cache_dir, 64).items()}
+    out_a, out_b = padded(step), flex(step)
+    for task in step:
+        torch.testing.assert_close(out_b["outputs"][task].float(), out_a["outputs"][task].float(),
+                                   rtol=0.05, atol=0.05)
+    sum(out_a["weighted"].values()).backward()
+    sum(out_b["weighted"].values()).backward()
+    grads_a = dict(padded.named_parameters())
+    for name, p in flex.named_parameters():
+        g = grads_a[name.replace("_orig_mod.", "")].grad
+        if g is not None and p.grad is not None:
+            cos = torch.nn.functional.cosine_similarity(p.grad.float().flatten(),
+                                                        g.float().flatten(), dim=0)
+            assert cos > 0.98 or g.abs().max() < 1e-4, (name, float(cos))

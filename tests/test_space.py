@@ -322,6 +322,12 @@ space:
      ["resources.ray_train", "'sometimes'", "auto, always"]),
     ("compile-not-bool", GOOD + "resources: {compile: yes please}\n",
      ["resources.compile", "true or false"]),
+    ("packed-with-attention-dropout", GOOD + "resources: {attention: packed}\n",
+     ["resources.attention", "no attention dropout", "encoder.attention_dropout: 0"]),
+    ("packed-flex-with-attention-dropout", GOOD + "resources: {attention: packed_flex}\n",
+     ["resources.attention", "no attention dropout"]),
+    ("unknown-attention", GOOD + "resources: {attention: flex}\n",
+     ["resources.attention", "'flex'", "packed, packed_flex"]),
     ("unknown-tracking-key", GOOD + "tracking: {uri: x}\n", ["tracking.uri"]),
     ("negative-restarts", GOOD + "failures: {worker_restarts: -1}\n",
      ["failures.worker_restarts", "≥ 0"]),
@@ -380,3 +386,9 @@ def test_bad_override(sweep_dir: Path) -> None:
         load_sweep(path, ["search.num_samples=-1"])
     with pytest.raises(ConfigError, match="expected key.path=value"):
         load_sweep(path, ["search.num_samples"])
+
+
+@pytest.mark.parametrize("attention", ["packed", "packed_flex"])
+def test_packed_sweeps_load_without_attention_dropout(sweep_dir: Path, attention: str) -> None:
+    text = GOOD + f"fixed: {{encoder.attention_dropout: 0}}\nresources: {{attention: {attention}}}\n"
+    assert load_sweep(write(sweep_dir, "packed.yaml", text)).resources.attention == attention

@@ -33,7 +33,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", choices=ATTENTIONS, default="auto",
                    help="the encoder's attention; packed: the real tokens only, no padding "
                         "(variable-length flash attention on a GPU; needs "
-                        "encoder.attention_dropout=0)")
+                        "encoder.attention_dropout=0); packed_flex: the same with "
+                        "FlexAttention's block-diagonal mask on a GPU")
     p.add_argument("--cache-dir", help="tokenized-data cache (default $MTSWEEP_CACHE or "
                    "~/.cache/mtsweep)")
 

@@ -82,11 +82,11 @@ def load_saved_encoder(folder: str | Path, attention: str = "auto"):
 
 def _implementation(attention: str) -> str:
     """Hugging Face's attention implementation for `Runtime.attention`."""
-    if attention == "packed":
-        from trainables.packing import PACKED, register
+    if attention in ("packed", "packed_flex"):
+        from trainables.packing import PACKED, PACKED_FLEX, register
 
         register()
-        return PACKED
+        return PACKED if attention == "packed" else PACKED_FLEX
     return "sdpa" if attention == "auto" else attention
 
 

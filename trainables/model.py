@@ -9,7 +9,7 @@ from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 from trainables.heads import HEADS
 from trainables.losses import LOSSES
-from trainables.packing import PACKED, Packing
+from trainables.packing import PACKED, PACKED_FLEX, Packing
 from trainables.tasks import TASKS
 from trainables.weighting import WEIGHTINGS
 
@@ -51,7 +51,9 @@ class MultiTaskModel(nn.Module):
         if config.encoder.fine_tune == "frozen":
             encoder.requires_grad_(False)
         self.pooling = Pooling(config.encoder.pooling)
-        self.packed = getattr(encoder.config, "_attn_implementation", None) == PACKED
+        implementation = getattr(encoder.config, "_attn_implementation", None)
+        self.packed = implementation in (PACKED, PACKED_FLEX)
+        self.flex = implementation == PACKED_FLEX  # FlexAttention's tiles in each packing
         if self.packed and config.encoder.attention_dropout:
             raise ConfigError(
                 "encoder.attention_dropout: packed attention has "
@@ -84,7 +86,9 @@ class MultiTaskModel(nn.Module):
         """(B, L) token ids → (B, hidden) pooled embeddings. A packed encoder takes the batch's
         `packing` when the caller has built it (see `packing`), else builds it from `mask`."""
         if self.packed:  # only the real tokens, laid end to end (trainables.packing)
-            packing = packing if packing is not None else Packing.of(mask)
+            packing = packing if packing is not None else Packing.of(mask, blocks=self.flex)
+            if self.flex and mask.is_cuda:  # FlexAttention (it has no CPU backward)
+                packing = packing.with_block_mask()
             states = self.encoder(
                 input_ids=packing.pack(input_ids), position_ids=packing.positions(),
                 token_type_ids=None if token_type_ids is None else packing.pack(token_type_ids),
@@ -131,7 +135,7 @@ class MultiTaskModel(nn.Module):
             return None
         separate = self.heads[task].input_mode == "separate"
         return Packing.of(_stacked(batch, "attention_mask") if separate
-                          else batch["attention_mask"])
+                          else batch["attention_mask"], blocks=self.flex)
 
     def task_outputs(self, task: str, batch: Batch) -> torch.Tensor:
         """The head's (B, k) outputs for one task's batch (which may carry its `packing`)."""

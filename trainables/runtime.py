@@ -9,7 +9,7 @@ from typing import Literal
 
 # The encoder's attention implementations (`Runtime.attention`), as the CLI and sweep files
 # name them.
-ATTENTIONS = ("auto", "sdpa", "eager", "packed")
+ATTENTIONS = ("auto", "sdpa", "eager", "packed", "packed_flex")
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,10 @@ class Runtime:
     # a GPU, its flash / memory-efficient kernels; "sdpa" = SDPA with PyTorch's own kernel
     # choice (cuDNN first on recent GPUs); "eager" = the model's plain matmul-softmax code;
     # "packed" = the encoder runs on the real tokens only, no padding, with variable-length
-    # flash attention on a GPU (`trainables.packing`; needs encoder.attention_dropout 0).
-    attention: Literal["auto", "sdpa", "eager", "packed"] = "auto"
+    # flash attention on a GPU (`trainables.packing`; needs encoder.attention_dropout 0);
+    # "packed_flex" = the same with FlexAttention's block-diagonal masking on a GPU, which
+    # computes many short rows per tile.
+    attention: Literal["auto", "sdpa", "eager", "packed", "packed_flex"] = "auto"
     # Compile the encoder with torch.compile (TorchInductor kernels; worth its start-up of a
     # minute or more on long GPU trials, not on short CPU ones).
     compile: bool = False
