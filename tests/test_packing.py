@@ -92,20 +92,22 @@ def test_a_packing_moves_whole():
     assert (q.rows, q.width) == (2, 3)
 
 
-def test_training_builds_each_packing_on_the_host(tiny_config, monkeypatch):
+@pytest.mark.parametrize("attention", ["packed", "packed_flex"])
+def test_training_builds_each_packing_on_the_host(tiny_config, monkeypatch, attention):
     """A packed trial packs each batch where it is collated, before it goes to the device: the
     model never packs a mask itself while it trains or predicts (on a GPU that would wait for
     every queued kernel, as the packed length is data-dependent). Bi-encoder pairs are packed
     as the encoder takes them: both sides stacked, twice the batch's rows."""
     from trainables.model import MultiTaskModel
 
-    built, in_model = [], []
+    built, in_model, tiles = [], [], []
     inside = {"model": False}
     of = Packing.of.__func__
 
-    def recording_of(cls, mask):
+    def recording_of(cls, mask, blocks=False):
         (in_model if inside["model"] else built).append(tuple(mask.shape))
-        return of(cls, mask)
+        tiles.append(blocks)
+        return of(cls, mask, blocks)
 
     task_outputs = MultiTaskModel.task_outputs
 
@@ -120,9 +122,10 @@ def test_training_builds_each_packing_on_the_host(tiny_config, monkeypatch):
     monkeypatch.setattr(Packing, "of", classmethod(recording_of))
     monkeypatch.setattr(MultiTaskModel, "task_outputs", recording_task_outputs)
     cfg = tiny_config({"encoder.attention_dropout": 0.0, "epochs": 1})
-    metrics = train(cfg, Runtime(cpu=True, progress_lines=0, attention="packed"))
+    metrics = train(cfg, Runtime(cpu=True, progress_lines=0, attention=attention))
     assert metrics["epochs_completed"] == 1
     assert built and not in_model
+    assert set(tiles) == {attention == "packed_flex"}  # FlexAttention's tiles: on the host too
     rows = {shape[0] for shape in built}
     assert 2 * cfg.batch_size in rows and cfg.batch_size in rows  # pairs and single sentences
 
