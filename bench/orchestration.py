@@ -13,6 +13,8 @@ and the span of the trials themselves.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import statistics
 from pathlib import Path
 
@@ -20,14 +22,40 @@ from bench.common import Result
 from bench.sweep_runs import demo_data, launch, trial_dict
 
 TARGET = 1.15
+TRIAL_SECONDS = 30.0  # the target's trial length
+
+
+def epochs_for(seconds: float, data: Path, train_limit: int, workdir: Path) -> tuple[int, float]:
+    """(epochs, seconds per epoch) of a demo trial that trains for about `seconds` on this
+    machine: two epochs of it in this process, on one thread as the sweep's trials run, the
+    second (warm) one timed with its evaluation."""
+    import torch
+
+    from trainables import Runtime, TrialConfig, train
+
+    config = TrialConfig.from_dict(trial_dict(data, train_limit, 64, epochs=2))
+    times: list[float] = []
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the trial's epoch lines
+            train(config, Runtime(cpu=True, num_threads=1, progress_lines=0,
+                                  cache_dir=str(workdir / "calibration-cache")),
+                  callbacks=[lambda report: times.append(report.metrics["epoch_seconds"]
+                                                         + report.metrics["eval_seconds"])])
+    finally:
+        torch.set_num_threads(threads)
+    return max(2, round(seconds / times[-1])), times[-1]
 
 
 def run(quick: bool, workdir: Path) -> Result:
     trials = 4 if quick else 12
     concurrency = 2
     train_limit = 256 if quick else 1200
-    epochs = 2 if quick else 11  # ~30-s trials in the full run (28–31 s here)
     data = demo_data(workdir)
+    # Trials of ~30 s in the full run, whatever this machine's speed: the epochs are set from
+    # one timed epoch of the same trial.
+    epochs, calibrated = (2, float("nan")) if quick else epochs_for(
+        TRIAL_SECONDS, data, train_limit, workdir)
     sweep = {
         "base": trial_dict(data, train_limit, 64, epochs=epochs),
         "space": {"optim.lr": {"float": [3e-4, 3e-3], "log": True}},
@@ -54,7 +82,10 @@ def run(quick: bool, workdir: Path) -> Result:
     details = "\n".join([
         f"{trials} trials of the demo trial ({train_limit} training rows per task, {epochs} "
         f"epochs), {concurrency} at a time, one 1-CPU worker each, FIFO, local Ray, MLflow on "
-        "SQLite; the wall time is the whole `mtsweep launch` command (Ray start included).",
+        "SQLite; the wall time is the whole `mtsweep launch` command (Ray start included)."
+        + ("" if quick else f" The epochs make trials of about {TRIAL_SECONDS:.0f} s here: "
+           f"one epoch of the same trial, timed on one thread before the sweep, took "
+           f"{calibrated:.2f} s with its evaluation."),
         "",
         "| | seconds |",
         "|---|---|",
