@@ -110,6 +110,7 @@ def measure(config, runtime, profile: Path | None = None) -> dict:
     import torch
 
     import trainables.training as T
+    from trainables.runtime import PACKED_ATTENTIONS
 
     counts: dict = {"real": 0, "computed": 0}
     per_epoch: list[dict] = []
@@ -157,7 +158,7 @@ def measure(config, runtime, profile: Path | None = None) -> dict:
                         counts["computed"] += batch["attention_mask"].numel()
             return super().forward(step)
 
-    packed = runtime.attention.startswith("packed")  # the encoder computes real tokens only
+    packed = runtime.attention in PACKED_ATTENTIONS  # the encoder computes real tokens only
 
     def on_epoch(rep) -> None:
         real = int(counts["real"])
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainables.config import TrialConfig
     from trainables.encoder import count_parameters
-    from trainables.runtime import Runtime
+    from trainables.runtime import PACKED_ATTENTIONS, Runtime
 
     if not torch.cuda.is_available() and not a.smoke:
         print("no GPU: nothing to measure (--smoke checks the script on a CPU)", file=sys.stderr)
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         name, runtime, batch, bucket = item
         t0 = time.perf_counter()
-        trial = config(batch, bucket, packed=runtime.attention.startswith("packed"))
+        trial = config(batch, bucket, packed=runtime.attention in PACKED_ATTENTIONS)
         try:
             r = measure(trial, runtime)
         except Exception as e:  # noqa: BLE001 - report the configuration that broke, go on
@@ -470,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             if not sizes:
                 continue
             path = a.profile.with_suffix(f".{suffix}{a.profile.suffix}") if suffix else a.profile
-            measure(config(max(sizes), True, packed=runtime.attention.startswith("packed")),
+            measure(config(max(sizes), True, packed=runtime.attention in PACKED_ATTENTIONS),
                     runtime, profile=path)
 
     report = render(rows, gpu, n_params, embedding, peak, ceiling, diff, steps, workers)

@@ -41,7 +41,7 @@ from orchestrator.tracking import redact
 from trainables.config import TrialConfig, apply_overrides, flatten, load_yaml
 from trainables.errors import ConfigError
 from trainables.metrics import TASK_METRIC
-from trainables.runtime import ATTENTIONS
+from trainables.runtime import ATTENTIONS, PACKED_ATTENTIONS
 from trainables.tasks import TASKS
 
 __all__ = [
@@ -1006,7 +1006,7 @@ def _check_combinations(spec: SweepSpec) -> None:
             raise _err(spec.path, "space", f"the point {{{shown}}} does not give a valid trial "
                        f"config: {e}; use branches or `when` so that these values are not "
                        "sampled together") from None
-        if spec.resources.attention.startswith("packed") and config.encoder.attention_dropout:
+        if spec.resources.attention in PACKED_ATTENTIONS and config.encoder.attention_dropout:
             raise _err(spec.path, "resources.attention",
                        "packed attention has no attention dropout, and the trials have "
                        f"encoder.attention_dropout {config.encoder.attention_dropout}; set "

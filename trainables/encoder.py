@@ -11,6 +11,7 @@ from torch import nn
 
 from trainables.config import EncoderConfig
 from trainables.errors import ConfigError
+from trainables.runtime import PACKED_ATTENTIONS
 
 log = logging.getLogger("mtsweep.encoder")
 
@@ -82,7 +83,7 @@ def load_saved_encoder(folder: str | Path, attention: str = "auto"):
 
 def _implementation(attention: str) -> str:
     """Hugging Face's attention implementation for `Runtime.attention`."""
-    if attention in ("packed", "packed_flex"):
+    if attention in PACKED_ATTENTIONS:
         from trainables.packing import PACKED, PACKED_FLEX, register
 
         register()

@@ -10,6 +10,8 @@ from typing import Literal
 # The encoder's attention implementations (`Runtime.attention`), as the CLI and sweep files
 # name them.
 ATTENTIONS = ("auto", "sdpa", "eager", "packed", "packed_flex")
+# Those that run the encoder on the real tokens only (`trainables.packing`): no attention dropout.
+PACKED_ATTENTIONS = ("packed", "packed_flex")
 
 
 @dataclass(frozen=True)
