@@ -51,9 +51,10 @@ class MultiTaskModel(nn.Module):
         if config.encoder.fine_tune == "frozen":
             encoder.requires_grad_(False)
         self.pooling = Pooling(config.encoder.pooling)
-        implementation = getattr(encoder.config, "_attn_implementation", None)
-        self.packed = implementation in (PACKED, PACKED_FLEX)
-        self.flex = implementation == PACKED_FLEX  # FlexAttention's tiles in each packing
+        # Hugging Face's attention implementation of the encoder ("sdpa", "eager", PACKED, …).
+        self.attention = getattr(encoder.config, "_attn_implementation", None)
+        self.packed = self.attention in (PACKED, PACKED_FLEX)
+        self.flex = self.attention == PACKED_FLEX  # FlexAttention's tiles in each packing
         if self.packed and config.encoder.attention_dropout:
             raise ConfigError(
                 "encoder.attention_dropout: packed attention has "
@@ -108,12 +109,11 @@ class MultiTaskModel(nn.Module):
         when nothing is padded: on a GPU that waits for every queued kernel, at every encoder
         call. A 4D mask is used as it is, so the step never waits; the cost is that an
         unpadded batch runs SDPA's masked kernel rather than Flash Attention."""
-        implementation = getattr(self.encoder.config, "_attn_implementation", None)
         rows, width = mask.shape
         keep = mask.bool()[:, None, None, :].expand(rows, 1, width, width)
-        if implementation == "sdpa":
+        if self.attention == "sdpa":
             return keep
-        if implementation == "eager":  # additive, in the dtype Hugging Face builds it in
+        if self.attention == "eager":  # additive, in the dtype Hugging Face builds it in
             dtype = self.encoder.get_input_embeddings().weight.dtype
             return torch.zeros(keep.shape, dtype=dtype, device=mask.device).masked_fill(
                 ~keep, torch.finfo(dtype).min)
