@@ -34,7 +34,7 @@ from orchestrator.tracking import (
     without_credentials,
 )
 from orchestrator.trial import TrialContext, join_storage, optuna_trial_number, run_trial
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, MtsweepError
 
 TASK_METRICS = ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean")
 
@@ -298,7 +298,7 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
     spec = absolute_data_dir(spec)
     existing = bool(opts.address or os.environ.get("RAY_ADDRESS"))
     where = _init_ray(opts, spec)
-    finished = False
+    failed = False  # an unexpected error: the local Ray's logs are kept for it
     try:
         check_resources(spec, existing_cluster=existing)
         experiment_id = get_or_create_experiment(tracking_uri, experiment)
@@ -331,20 +331,29 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
 
         summary = closing_sweep_run(tracker, lambda: _run_tuner(
             spec, opts, tracker, storage, cache_dir, commit, num_samples, run_name))
-        finished = True
         return summary
+    except (MtsweepError, KeyboardInterrupt):  # the user's to fix, or an interruption
+        raise
+    except BaseException:
+        failed = True
+        raise
     finally:
-        shutdown_ray(keep_logs=not finished)
+        shutdown_ray(keep_logs=failed)
 
 
 def shutdown_ray(keep_logs: bool) -> None:
-    """Stop Ray; the temp folder of a local Ray (its logs) is removed after a sweep that ended
-    well and kept after one that did not."""
+    """Stop Ray; the temp folder of a local Ray (its logs) is removed, unless `keep_logs`
+    (after an unexpected error: its path is printed)."""
     import ray
 
     ray.shutdown()
-    if _LOCAL_RAY_TEMP and not keep_logs:
-        shutil.rmtree(_LOCAL_RAY_TEMP.pop(), ignore_errors=True)
+    if not _LOCAL_RAY_TEMP:
+        return
+    temp = _LOCAL_RAY_TEMP.pop()
+    if keep_logs:
+        print(f"Ray's logs (local Ray): {temp}/session_latest/logs", file=sys.stderr, flush=True)
+    else:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def closing_sweep_run(tracker: SweepTracker, run):

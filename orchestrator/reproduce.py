@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -363,9 +364,10 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
         gpus = float(params.get("resources.gpus_per_worker", gpus))
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     print(f"on Ray: {workers} worker(s) × {resources}", flush=True)
+    temp = tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp")  # short: Ray's socket paths
     ray.init(num_cpus=max(os.cpu_count() or 1, int(workers * cpus)), include_dashboard=False,
-             _temp_dir=tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp"), log_to_driver=False,
-             logging_level="ERROR")
+             _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
+    fitted = False
     try:
         trainer = TorchTrainer(
             train_worker,
@@ -383,8 +385,13 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
                                            storage_path=str(tmp / "ray")),
         )
         trainer.fit()
+        fitted = True
     finally:
         ray.shutdown()
+        if fitted:
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            print(f"Ray's logs: {temp}/session_latest/logs", file=sys.stderr, flush=True)
     history: dict[int, dict[str, Any]] = {}
     c = tracker.client
     for key in c.get_run(new_id).data.metrics:

@@ -259,6 +259,7 @@ def test_resources_the_cluster_cannot_satisfy_are_refused_before_any_trial(tmp_p
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
+    ray_temps = set(Path("/tmp").glob("mtsw-ray-*"))
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "launch", str(sweep)],
                             cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -279,6 +280,9 @@ def test_resources_the_cluster_cannot_satisfy_are_refused_before_any_trial(tmp_p
     assert len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith(f"error: {sweep}: resources.gpus_per_worker: 4 GPU(s) per worker")
     assert "no node of the cluster has that many" in errors[0]
+    # The local Ray started for it and stopped again, leaving no temp folder (its logs are
+    # kept only after an unexpected error).
+    assert set(Path("/tmp").glob("mtsw-ray-*")) <= ray_temps
     # Refused before any trial: no Ray Tune folder, no sweep or trial run.
     assert not (tmp_path / "runs").exists()
     if (tmp_path / "mlflow.db").exists():

@@ -167,12 +167,15 @@ def test_a_trial_stopped_early_is_compared_at_its_last_epoch(sweep):
 def test_reproduction_as_a_one_trial_ray_run(sweep):
     """`--ray`: the recorded trial's resources, Ray Train workers, the same numbers."""
     trial = sweep["summary"]["trials"][0]
+    ray_temps = set(Path("/tmp").glob("mtsw-ray-*"))
     r = _mtsweep(["reproduce", trial["run_id"], "--tracking-uri", sweep["uri"], "--ray",
                   "--json"], cwd=sweep["dir"], MTSWEEP_CACHE=sweep["cache"])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = _last_json(r.stdout)
     assert out["match"] is True and "on Ray: 1 worker(s)" in r.stdout
     assert all(m["diff"] == 0 for m in out["metrics"].values())
+    # The local Ray's temp folder is removed after a reproduction that ran well.
+    assert set(Path("/tmp").glob("mtsw-ray-*")) <= ray_temps
 
 
 @pytest.mark.parametrize("resources,said,tag,param", [
