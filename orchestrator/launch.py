@@ -244,7 +244,8 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     )
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     TerminationSignal.reinstall()
-    return f"local Ray ({cpus} CPUs, {r.workers} worker(s) × {r.cpus_per_worker} CPU per trial)"
+    return (f"local Ray ({cpus} CPUs, {r.workers} worker(s) × {r.cpus_per_worker} CPU per trial; "
+            f"its logs: {temp}/session_latest/logs)")
 
 
 def _autoscaling() -> bool:
@@ -351,7 +352,8 @@ def shutdown_ray(keep_logs: bool) -> None:
         return
     temp = _LOCAL_RAY_TEMP.pop()
     if keep_logs:
-        print(f"Ray's logs (local Ray): {temp}/session_latest/logs", file=sys.stderr, flush=True)
+        print(f"the local Ray's logs are kept: {temp}/session_latest/logs", file=sys.stderr,
+              flush=True)
     else:
         shutil.rmtree(temp, ignore_errors=True)
 
