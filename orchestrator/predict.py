@@ -68,6 +68,23 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
+def _why_no_model(run) -> str:
+    """Why a trial run has no model: only a trial that trained its every epoch logs one."""
+    from orchestrator.tracking import STOPPED_EARLY
+
+    epochs = run.data.params.get("epochs")
+    epoch = run.data.metrics.get("epoch")
+    reached = (f"after epoch {int(epoch)}" if epoch is not None else "before its first epoch") \
+        + (f" of {epochs}" if epochs else "")
+    if run.data.tags.get(STOPPED_EARLY) == "true":
+        return f"the scheduler stopped it early, {reached}"
+    if run.info.status in ("FAILED", "KILLED"):
+        return f"it ended {run.info.status} {reached}"
+    if run.info.status != "FINISHED":
+        return f"it is {run.info.status}, {reached}"
+    return "its sweep did not log models"
+
+
 def _first_line(e: BaseException) -> str:
     text = " ".join(str(e).split())  # one line, whatever the library put in its message
     return text[:500] if text else type(e).__name__
@@ -177,7 +194,7 @@ def download_model(tracking_uri: str, run_id: str, dst: Path) -> Path:
                            f"({why})")
     try:
         check_reachable(tracking_uri)
-        get_run(tracking_uri, run_id)
+        run = get_run(tracking_uri, run_id)
     except MtsweepError as e:
         raise PredictError(f"{run_id} is not a folder, and {e}") from None
     how = ("set `tracking.log_model: true` in the sweep file and run the sweep again, or train "
@@ -187,8 +204,8 @@ def download_model(tracking_uri: str, run_id: str, dst: Path) -> Path:
     except Exception as e:  # noqa: BLE001 - unreachable artifact store, …
         raise PredictError(f"run {run_id}: cannot list its artifacts: {_first_line(e)}") from None
     if not listed:
-        raise PredictError(f"run {run_id} has no `{MODEL_ARTIFACT}/` artifact (its sweep did not "
-                           f"log models); to get one, {how}")
+        raise PredictError(f"run {run_id} has no `{MODEL_ARTIFACT}/` artifact "
+                           f"({_why_no_model(run)}); to get one, {how}")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         local = download_artifacts(run_id=run_id, artifact_path=MODEL_ARTIFACT,

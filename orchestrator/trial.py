@@ -249,6 +249,17 @@ def train_loop(loop: dict[str, Any], session: TrainSession | TuneSession) -> Non
     # model — recorded with the first epoch.
     first = [name is None]
     reported = [False]
+    finished = [False]
+
+    def finish() -> None:
+        """Rank 0, before the last epoch's report (a scheduler may end the trial within it):
+        the final model, and the records held back while MLflow was unreachable."""
+        finished[0] = True
+        if loop.get("log_model"):
+            model_dir = str(out_dir / "model")
+            tracker.attempt("model", lambda: tracker.client.log_artifacts(
+                run_id, model_dir, "model"))
+        tracker.flush()
 
     def report(rep: EpochReport) -> None:
         reported[0] = True
@@ -265,6 +276,8 @@ def train_loop(loop: dict[str, Any], session: TrainSession | TuneSession) -> Non
         if rep.is_main:
             tracker.log_epoch(run_id, metrics, rep.epoch)
             tracker.log_epoch_artifacts(run_id, out_dir)
+            if rep.epoch == config.epochs:
+                finish()
         # Not an MLflow metric: tells the driver when this trial cannot reach MLflow.
         metrics["tracking_backlog"] = tracker.backlog
         session.report(metrics, rep.checkpoint if rep.is_main else None, rep.epoch)
@@ -282,12 +295,8 @@ def train_loop(loop: dict[str, Any], session: TrainSession | TuneSession) -> Non
             # it was stopped): nothing was trained, so tell Tune the final result again.
             session.report({k: v for k, v in summary.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        if rank == 0 and loop.get("log_model"):
-            model_dir = str(out_dir / "model")
-            tracker.attempt("model", lambda: tracker.client.log_artifacts(
-                run_id, model_dir, "model"))
-        if rank == 0:
-            tracker.flush()
+        if rank == 0 and not finished[0]:
+            finish()
     finally:
         # Also when the trial fails or a scheduler stops it (which, in the trial's own
         # process, ends `train` from within the report): Ray holds the checkpoints, and the

@@ -232,3 +232,52 @@ def test_one_worker_trials_share_a_warm_process_and_keep_their_checkpoints(
         assert [p.parent.name for p in kept] == sorted({f"epoch-{best}", "epoch-3"}), history
         saved = json.loads(kept[-1].read_text())
         assert saved["overall"] == pytest.approx(history[3])
+
+
+def test_asha_trials_that_train_every_epoch_log_their_model(tmp_path, demo_dir, cache_dir):
+    """`tracking.log_model: true` under ASHA, one-worker trials: ASHA stops every trial at its
+    last epoch (max_t), from within that epoch's report, so the model is saved and logged
+    before it. A trial that trained every epoch has `model/` and `mtsweep predict RUN_ID`
+    uses it; one stopped early has none, and predict says why."""
+    from mlflow.tracking import MlflowClient
+
+    base = tiny_dict(demo_dir, epochs=2)
+    base["data"]["train_limit"] = {"sst": 64, "para": 64, "sts": 64}
+    base["data"].pop("dev_limit", None)  # the whole dev sets, as predict sees them
+    sweep = {"name": "models", "base": base,
+             "space": {"optim.lr": [2e-3, 1e-7, 1e-3]},
+             "search": {"algorithm": "grid", "max_concurrent": 1},
+             "scheduler": {"name": "asha", "args": {"grace_period": 1, "reduction_factor": 2}},
+             "resources": {"workers": 1, "cpus_per_worker": 1},
+             "tracking": {"log_model": True}}
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    by_epochs: dict[int, list[str]] = {1: [], 2: []}
+    for trial in out["trials"]:
+        run = client.get_run(trial["run_id"])
+        epochs = int(run.data.metrics["epoch"])
+        by_epochs[epochs].append(trial["run_id"])
+        model = {a.path for a in client.list_artifacts(trial["run_id"], "model")}
+        if epochs == 2:
+            assert run.info.status == "FINISHED"
+            assert {"model/model.safetensors", "model/config.yaml", "model/encoder"} <= model
+        else:
+            assert run.data.tags["mtsweep.stopped_early"] == "true" and model == set()
+    assert by_epochs[2], "the first trial trains every epoch"
+
+    finished = by_epochs[2][0]
+    r = _mtsweep(["predict", finished, "--data-dir", str(demo_dir), "--out",
+                  str(tmp_path / "pred"), "--cpu", "--json"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    predicted = json.loads(r.stdout.strip().splitlines()[-1])["metrics"]
+    recorded = client.get_run(finished).data.metrics
+    assert predicted["overall"] == pytest.approx(recorded["overall"], abs=1e-6)
+    # lr 1e-7 learns nothing in its first epoch: ASHA stops it at its first rung.
+    assert by_epochs[1], "a trial stopped early"
+    r = _mtsweep(["predict", by_epochs[1][0], "--data-dir", str(demo_dir)], cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "the scheduler stopped it early, after epoch 1 of 2" in r.stderr, r.stderr

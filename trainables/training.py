@@ -363,14 +363,15 @@ def _train(config: TrialConfig, runtime: Runtime, callbacks: Sequence[EpochCallb
             accelerator.wait_for_everyone()
         if out_dir and main:
             _write_epoch_outputs(out_dir, metrics, dev)
+        if out_dir and epoch + 1 == config.epochs:
+            # Before the last epoch's callbacks: a scheduler may end the trial from within its
+            # report of the last epoch (Ray Tune's ASHA stops every trial at its max_t).
+            _save_final(accelerator, core, tokenizer, config, out_dir, metrics, history)
         for cb in callbacks:
             cb(EpochReport(epoch + 1, metrics, ckpt, main))
 
-    if out_dir:
-        accelerator.wait_for_everyone()
-        if main:
-            _save_model(accelerator, core, tokenizer, config, out_dir / "model")
-            (out_dir / "summary.json").write_text(json.dumps(_summary(metrics, history), indent=1))
+    if out_dir and start_epoch == config.epochs:  # resumed after the last epoch
+        _save_final(accelerator, core, tokenizer, config, out_dir, metrics, history)
     return _summary(metrics, history)
 
 
@@ -583,6 +584,15 @@ def _write_epoch_outputs(out_dir: Path, metrics: dict[str, Any], dev: dict[str, 
     for task, entry in dev["predictions"].items():
         table = pa.table({k: list(v) if k == "id" else v for k, v in entry.items()})
         pq.write_table(table, pred_dir / f"{task}-dev.parquet")
+
+
+def _save_final(accelerator, core: MultiTaskModel, tokenizer, config: TrialConfig, out_dir: Path,
+                metrics: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """The trial's final outputs in `out_dir`: `model/` and `summary.json` (main process)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _save_model(accelerator, core, tokenizer, config, out_dir / "model")
+        (out_dir / "summary.json").write_text(json.dumps(_summary(metrics, history), indent=1))
 
 
 def _save_model(accelerator, core: MultiTaskModel, tokenizer, config: TrialConfig, folder: Path) -> None:
