@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -418,7 +419,8 @@ def _run_tuner(
             failure_config=trial_failures(spec),
         ),
     )
-    results = tuner.fit()
+    with TerminationSignal.tuning():
+        results = tuner.fit()
     progress.show(force=True)
     if searcher.repeats_skipped:
         print(f"search: {searcher.repeats_skipped} proposal(s) repeated a configuration already "
@@ -439,12 +441,12 @@ class SweepInterrupted(KeyboardInterrupt):
 
 def finish(results, spec: SweepSpec, tracker: SweepTracker, experiment: str, num_samples: int,
            folder: Path) -> dict[str, Any]:
-    """After `Tuner.fit()`: raise SweepInterrupted when trials are left (Ctrl-C), else print
-    and return the summary."""
+    """After `Tuner.fit()`: raise SweepInterrupted when the driver was asked to stop or trials
+    are left, else print and return the summary."""
     trials = results._experiment_analysis.trials
-    if any(t.status not in ("TERMINATED", "ERROR") for t in trials) or (
-        len(trials) < num_samples and spec.search.time_budget_s is None
-    ):
+    if TerminationSignal.received() or any(
+            t.status not in ("TERMINATED", "ERROR") for t in trials) or (
+            len(trials) < num_samples and spec.search.time_budget_s is None):
         raise SweepInterrupted(folder)
     tracker.close_abandoned({t.trial_id for t in trials})
     summary = summarize(spec, tracker, experiment, num_samples)
@@ -578,42 +580,86 @@ def print_table(summary: dict[str, Any], spec: SweepSpec) -> None:
 
 
 class TerminationSignal:
-    """SIGTERM (a scheduler or `kill` stopping the driver) ends a sweep like Ctrl-C: Ray Tune
-    saves the sweep's state one last time and the sweep can be resumed. Remembers which signal
-    came, for the exit status (128 + signal number)."""
+    """Ctrl-C (SIGINT) and SIGTERM (a scheduler or `kill` stopping the driver) end a sweep the
+    same way: Ray Tune saves the sweep's state one last time and the sweep can be resumed.
+
+    Remembers the first signal: for the exit status (128 + its number), and because it is the
+    only sign of an interruption once `Tuner.fit()` has returned (Ray Tune marks the trials it
+    stops then as terminated, like finished ones). While `tuning()`, the first signal is handed
+    to Ray Tune's own stop (its SIGUSR1 handler); otherwise, and for a second signal, it raises
+    KeyboardInterrupt."""
 
     active: TerminationSignal | None = None
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.signum = signal.SIGINT
+        self.signum: int | None = None
+        self._tuning = False
 
     def __enter__(self) -> TerminationSignal:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_term)
+            self._previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+            self._install()
             TerminationSignal.active = self
         return self
+
+    def _install(self) -> None:
+        for s in self.SIGNALS:
+            signal.signal(s, self._on_signal)
 
     @classmethod
     def reinstall(cls) -> None:
         """`ray.init` installs its own SIGTERM handler (which aborts the driver): put ours
         back after it."""
         if cls.active is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, cls.active._on_term)
+            cls.active._install()
 
-    def _on_term(self, signum, frame) -> None:
-        self.signum = signal.SIGTERM
-        # Ray Tune's own handler for SIGINT stops the sweep cleanly (or, outside Tune, the
-        # default handler raises KeyboardInterrupt).
-        os.kill(os.getpid(), signal.SIGINT)
+    def _on_signal(self, signum, frame) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if first and self._tuning:
+            os.kill(os.getpid(), signal.SIGUSR1)  # Ray Tune stops the sweep, saving its state
+            return
+        raise KeyboardInterrupt
+
+    @classmethod
+    @contextlib.contextmanager
+    def tuning(cls):
+        """Around `Tuner.fit()`: a first signal stops the sweep through Ray Tune (Tune's own
+        SIGINT handler, which would hide the interruption, is left out)."""
+        term = cls.active
+        if term is None:
+            yield
+            return
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        # Until Ray Tune installs its SIGUSR1 handler, a signal interrupts as outside it.
+        previous = signal.signal(signal.SIGUSR1, _raise_interrupt)
+        term._tuning = True
+        try:
+            yield
+        finally:
+            term._tuning = False
+            signal.signal(signal.SIGUSR1, previous)
+
+    @classmethod
+    def received(cls) -> bool:
+        """Whether the driver was asked to stop (Ctrl-C or SIGTERM)."""
+        return cls.active is not None and cls.active.signum is not None
 
     def __exit__(self, *exc) -> None:
         if hasattr(self, "_previous"):
-            signal.signal(signal.SIGTERM, self._previous)
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
             TerminationSignal.active = None
 
     @property
     def exit_status(self) -> int:
-        return 128 + int(self.signum)
+        return 128 + int(self.signum or signal.SIGINT)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def run_launch(args) -> int:

@@ -25,6 +25,7 @@ from orchestrator.launch import (
     closing_sweep_run,
     finish,
     make_trainable,
+    shutdown_ray,
 )
 from orchestrator.space import load_sweep
 from orchestrator.tracking import SweepTracker, check_reachable, resolve_tracking_uri
@@ -85,7 +86,6 @@ def read_meta(folder: str) -> dict[str, Any]:
 
 def resume(path: str | Path, tracking_uri: str | None = None, address: str | None = None
            ) -> dict[str, Any]:
-    import ray
     from ray import tune
 
     folder = find_sweep_folder(path)
@@ -96,6 +96,7 @@ def resume(path: str | Path, tracking_uri: str | None = None, address: str | Non
     opts = LaunchOptions(num_cpus=meta.get("num_cpus"), address=address)
     existing = bool(address or os.environ.get("RAY_ADDRESS"))
     where = _init_ray(opts, spec)
+    failed = False  # an unexpected error: the local Ray's logs are kept for it
     try:
         check_resources(spec, existing_cluster=existing)
         tracker = SweepTracker(uri, meta["experiment_id"], meta["parent_run_id"])
@@ -106,10 +107,21 @@ def resume(path: str | Path, tracking_uri: str | None = None, address: str | Non
                            cache_dir=meta["cache_dir"], git_commit=meta["git_commit"])
         tuner = tune.Tuner.restore(str(folder), trainable=make_trainable(ctx),
                                    resume_unfinished=True, resume_errored=False)
-        return closing_sweep_run(tracker, lambda: finish(
-            tuner.fit(), spec, tracker, meta["experiment"], meta["num_samples"], folder))
+
+        def run() -> dict[str, Any]:
+            with TerminationSignal.tuning():
+                results = tuner.fit()
+            return finish(results, spec, tracker, meta["experiment"], meta["num_samples"],
+                          folder)
+
+        return closing_sweep_run(tracker, run)
+    except (MtsweepError, KeyboardInterrupt):  # the user's to fix, or an interruption
+        raise
+    except BaseException:
+        failed = True
+        raise
     finally:
-        ray.shutdown()
+        shutdown_ray(keep_logs=failed)
 
 
 def run_resume(args) -> int:

@@ -157,6 +157,43 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
     assert client.get_run(parent_id).info.status == "FINISHED"
 
 
+def test_ctrl_c_in_the_last_trial_is_an_interruption(tmp_path, demo_dir, cache_dir):
+    """Ctrl-C while the sweep's last trial runs (every trial asked for exists, and Ray Tune
+    marks the one it stops as terminated): the sweep still ends as interrupted — exit 130, the
+    sweep run KILLED, the trial's run left open, the resume command printed — and `mtsweep
+    resume` trains that trial to its end, in the same run."""
+    from mlflow.tracking import MlflowClient
+
+    base = tiny_dict(demo_dir, epochs=3)
+    base["data"]["train_limit"] = {"sst": 800, "para": 800, "sts": 800}
+    base["data"]["dev_limit"] = {"sst": 32, "para": 32, "sts": 32}
+    sweep = {"name": "last", "base": base, "space": {"optim.lr": [1e-3]},
+             "search": {"algorithm": "grid", "max_concurrent": 1},
+             "resources": {"workers": 1, "cpus_per_worker": 1}}
+    path = tmp_path / "last.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    storage = tmp_path / "runs"
+    status, err = _interrupt(["launch", str(path)], tmp_path, _env(cache_dir),
+                             lambda: _checkpointed_trials(storage) >= 1,
+                             signal.SIGINT, tmp_path / "launch.log")
+    assert status == 130, err[-3000:]
+    assert "interrupted: the sweep run is marked KILLED" in err and "mtsweep resume " in err
+    folder = Path(err.split("mtsweep resume ", 1)[1].split()[0])
+    meta = json.loads((folder / "mtsweep-sweep.json").read_text())
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(meta["parent_run_id"]).info.status == "KILLED"
+    trial, = client.search_runs(["1"], f"tags.`mlflow.parentRunId` = '{meta['parent_run_id']}'")
+    assert trial.info.status == "RUNNING" and trial.data.metrics["epoch"] < 3
+
+    r = _mtsweep(["resume", str(folder), "--json"], cwd=REPO, MTSWEEP_CACHE=str(cache_dir))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [t["run_id"] for t in out["trials"]] == [trial.info.run_id]
+    done = client.get_run(trial.info.run_id)
+    assert done.info.status == "FINISHED" and done.data.metrics["epoch"] == 3
+    assert client.get_run(meta["parent_run_id"]).info.status == "FINISHED"
+
+
 @pytest.mark.parametrize("scheme", ["local", "uri"])
 def test_sweep_metadata_on_local_and_uri_storage(tmp_path, scheme):
     """`mtsweep resume` finds the newest sweep inside the launch's --storage, a local folder or
