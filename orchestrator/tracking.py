@@ -136,10 +136,15 @@ def client(tracking_uri: str):
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
-    """One cheap request; a TrackingError naming the (redacted) URI when it fails."""
+    """One cheap request; a TrackingError naming the (redacted) URI when it fails. Over HTTP
+    it gives up sooner than later requests do (1 retry, `timeout_s`), unless the user's
+    environment says otherwise."""
+    probe = {}
     if tracking_uri.startswith(("http://", "https://")):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout_s)))
+        probe = {k: v for k, v in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
+                                   ("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout_s))))
+                 if k not in os.environ}
+        os.environ.update(probe)
     quiet = [logging.getLogger(n) for n in ("mlflow", "urllib3")]
     levels = [q.level for q in quiet]
     for q in quiet:  # their retry warnings would print the URI, password included
@@ -157,6 +162,8 @@ def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
+        for k in probe:  # later requests: _HTTP_DEFAULTS
+            del os.environ[k]
 
 
 def get_or_create_experiment(tracking_uri: str, name: str) -> str:

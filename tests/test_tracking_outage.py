@@ -131,3 +131,26 @@ def test_sweep_survives_a_tracking_outage_and_logs_no_secrets(tmp_path, demo_dir
     finally:
         _stop_server(server)
     assert PASSWORD not in err + stdout and TOKEN not in err + stdout
+
+
+def test_http_retry_settings_probe_then_requests(monkeypatch):
+    """The reachability probe gives up after 1 retry; it leaves no setting behind, so the
+    requests after it get the capped defaults (2 retries, 30 s); the user's own settings win."""
+    from orchestrator.tracking import TrackingError, check_reachable, client
+
+    names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(TrackingError, match="cannot reach the MLflow tracking store"):
+        check_reachable(uri)
+    assert time.monotonic() - t0 < 20
+    client(uri)
+    assert [os.environ[n] for n in names] == ["2", "30", "1"]
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(TrackingError):
+        check_reachable(f"http://127.0.0.1:{_free_port()}")
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
