@@ -39,13 +39,23 @@ def test_resume_from_epoch_checkpoint_matches_uninterrupted_run(tiny_config, tmp
     cfg = tiny_config({"schedule.name": "annealed", "weighting.name": "uncertainty",
                        "optim.decay": "linear", "optim.warmup_ratio": 0.2,
                        "encoder.hidden_dropout": 0.2, "epochs": 3})
-    ckpts = tmp_path / "ckpt"
+    ckpts, out = tmp_path / "ckpt", tmp_path / "out"
     full = train(cfg, Runtime(cpu=True, progress_lines=0, checkpoint_dir=str(ckpts),
-                              keep_checkpoints=3))
+                              keep_checkpoints=3, out_dir=str(out)))
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch-1", "epoch-2", "epoch-3"]
+
+    def epochs() -> list[tuple[int, dict]]:
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        return [(m["epoch"], scores(m)) for m in map(json.loads, lines)]
+
+    written = epochs()
+    assert [e for e, _ in written] == [1, 2, 3]
+    assert written[-1][1] == {k: v for k, v in scores(full).items() if k != "epochs_completed"}
+    # Resumed into the same folder: metrics.jsonl still has each epoch once.
     resumed = train(cfg, Runtime(cpu=True, progress_lines=0, resume_from=str(ckpts / "epoch-1"),
-                                 checkpoint_dir=str(tmp_path / "ckpt2")))
+                                 checkpoint_dir=str(tmp_path / "ckpt2"), out_dir=str(out)))
     assert scores(resumed) == scores(full)
+    assert epochs() == written
 
 
 def test_resume_refuses_another_config(tiny_config, tmp_path):
@@ -106,6 +116,31 @@ def test_cli_train_writes_outputs_and_json(demo_dir, tmp_path):
     for name in ("model.safetensors", "config.yaml", "encoder/config.json",
                  "encoder/tokenizer.json"):
         assert (out / "model" / name).exists(), name
+
+
+def test_cli_keeps_epoch_checkpoints_and_resumes_from_one(demo_dir, tmp_path):
+    """`--keep-checkpoints 2` keeps epochs 1 and 2; `--resume …/epoch-1` into the same `--out`
+    ends with the uninterrupted run's metrics, metrics.jsonl with each epoch once."""
+    from .conftest import tiny_dict
+
+    raw = tiny_dict(demo_dir, epochs=2)
+    raw["data"]["train_limit"] = {"sst": 64, "para": 64, "sts": 64}
+    cfg = tmp_path / "trial.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    r = _cli(["train", str(cfg), "--out", str(out), "--keep-checkpoints", "2", "--json"])
+    assert r.returncode == 0, r.stderr
+    full = scores(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-1", "epoch-2"]
+    r = _cli(["train", str(cfg), "--out", str(out), "--resume",
+              str(out / "checkpoints" / "epoch-1"), "--json"])
+    assert r.returncode == 0, r.stderr
+    assert scores(json.loads(r.stdout.strip().splitlines()[-1])) == full
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    r = _cli(["train", str(cfg), "--keep-checkpoints", "0"])
+    assert r.returncode == 2 and "--keep-checkpoints: expected a whole number ≥ 1, got '0'" \
+        in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_errors_are_one_clear_line(tmp_path):

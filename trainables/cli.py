@@ -24,6 +24,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="end with one JSON line of final metrics")
     p.add_argument("--resume", metavar="EPOCH_DIR", help="continue from an epoch checkpoint")
     p.add_argument("--checkpoint-dir", help="where per-epoch state goes (default OUT/checkpoints)")
+    p.add_argument("--keep-checkpoints", type=_at_least_one, default=1, metavar="N",
+                   help="epoch checkpoints to keep, the newest (default 1: the last epoch's)")
     p.add_argument("--cpu", action="store_true", help="use the CPU even when a GPU is present")
     p.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
     p.add_argument("--threads", type=int, help="torch threads per process")
@@ -39,6 +41,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "~/.cache/mtsweep)")
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return n
+
+
 def run_train(args: argparse.Namespace) -> int:
     from trainables.config import TrialConfig
     from trainables.runtime import Runtime
@@ -49,7 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
         cpu=True if args.cpu else None, mixed_precision=args.precision,
         num_threads=args.threads, cache_dir=args.cache_dir, out_dir=args.out,
         checkpoint_dir=args.checkpoint_dir, resume_from=args.resume, compile=args.compile,
-        attention=args.attention,
+        attention=args.attention, keep_checkpoints=args.keep_checkpoints,
     )
     try:
         metrics = train(config, runtime)

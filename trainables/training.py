@@ -283,6 +283,9 @@ def _train(config: TrialConfig, runtime: Runtime, callbacks: Sequence[EpochCallb
     if out_dir and main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(config.to_yaml())
+        # One line per epoch: the resumed checkpoint's epochs, then each new one (a run into a
+        # folder of an earlier run replaces its lines).
+        (out_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history))
 
     metrics: dict[str, Any] = history[-1] if history else {}
     watch = _FiniteWatch(accelerator.device)
