@@ -1,4 +1,4 @@
-"""`mtsweep report EXPERIMENT_OR_PARENT_RUN`: what a recorded sweep found.
+"""`mtsweep report EXPERIMENT_OR_SWEEP_RUN`: what a recorded sweep found.
 
 Reads the sweep run and its trial runs from MLflow and writes one report: the results table
 (one row per trial, best first, like the study's Table 3), which choices mattered (fANOVA
@@ -819,8 +819,9 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", metavar="EXPERIMENT_OR_PARENT_RUN",
-                   help="a sweep run id, or an experiment name (its most recent sweep)")
+    p.add_argument("target", metavar="EXPERIMENT_OR_SWEEP_RUN",
+                   help="a sweep run id (or one of its trial runs), or an experiment name (its "
+                        "most recent sweep)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, "
                                           "else sqlite:///./mlflow.db)")
     p.add_argument("--format", choices=FORMATS,
