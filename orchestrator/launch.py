@@ -449,6 +449,9 @@ def finish(results, spec: SweepSpec, tracker: SweepTracker, experiment: str, num
             len(trials) < num_samples and spec.search.time_budget_s is None):
         raise SweepInterrupted(folder)
     tracker.close_abandoned({t.trial_id for t in trials})
+    if spec.search.time_budget_s is not None:
+        tracker.close_cut({t.trial_id for t in trials}, f"stopped when the sweep's time budget "
+                          f"(search.time_budget_s: {spec.search.time_budget_s:g} s) ran out")
     summary = summarize(spec, tracker, experiment, num_samples)
     print_table(summary, spec)
     return summary

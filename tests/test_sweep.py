@@ -281,3 +281,28 @@ def test_asha_trials_that_train_every_epoch_log_their_model(tmp_path, demo_dir, 
     r = _mtsweep(["predict", by_epochs[1][0], "--data-dir", str(demo_dir)], cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "the scheduler stopped it early, after epoch 1 of 2" in r.stderr, r.stderr
+
+
+def test_a_sweep_that_runs_out_of_time_closes_the_trial_it_cut(tmp_path, demo_dir, cache_dir):
+    """`search.time_budget_s`: Ray Tune stops the running trial when the budget is spent. The
+    sweep ends normally (exit 0, sweep run FINISHED) and the cut trial's run is closed as
+    stopped early, with the reason, rather than left running."""
+    from mlflow.tracking import MlflowClient
+
+    base = tiny_dict(demo_dir, epochs=200)
+    base["data"]["dev_limit"] = {"sst": 16, "para": 16, "sts": 16}
+    sweep = {"name": "budget", "base": base, "space": {"optim.lr": [1e-3, 2e-3]},
+             "search": {"algorithm": "grid", "max_concurrent": 1, "time_budget_s": 15},
+             "resources": {"workers": 1, "cpus_per_worker": 1}}
+    path = tmp_path / "budget.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(out["parent_run_id"]).info.status == "FINISHED"
+    trial, = out["trials"]
+    run = client.get_run(trial["run_id"])
+    assert run.info.status == "KILLED" and 1 <= run.data.metrics["epoch"] < 200
+    assert run.data.tags["mtsweep.stopped_early"] == "true"
+    assert "time budget (search.time_budget_s: 15 s) ran out" in run.data.tags["mtsweep.error"]
