@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from orchestrator.schedulers import build_scheduler
 from orchestrator.space import SweepSpec, describe, make_sampler, sample_points
 from orchestrator.tracking import (
     ABANDONED,
+    ERROR,
     OPTUNA_TRIAL,
     RAY_TRIAL_ID,
     REPRODUCE,
@@ -35,6 +37,7 @@ from orchestrator.tracking import (
     without_credentials,
 )
 from orchestrator.trial import TrialContext, join_storage, optuna_trial_number, run_trial
+from trainables.cli import _at_least_one
 from trainables.errors import ConfigError, MtsweepError
 
 TASK_METRICS = ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean")
@@ -54,13 +57,7 @@ class LaunchOptions:
 
 def max_epochs(spec: SweepSpec) -> int:
     """The most epochs any trial of the sweep can run (ASHA/HyperBand's max_t)."""
-    best = int(spec.base.get("epochs", 1))
-    for p in spec.all_params():
-        if p.key == "epochs":
-            vals = [p.high] if p.kind in ("int", "float") else (
-                list(p.values) if p.kind == "categorical" else [p.value])
-            best = max([best, *[int(v) for v in vals if v is not None]])
-    return best
+    return spec.max_epochs()
 
 
 def absolute_data_dir(spec: SweepSpec, cwd: str | None = None) -> SweepSpec:
@@ -226,6 +223,7 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_ray_address(address)
         ray.init(address=address, log_to_driver=opts.verbose)
         TerminationSignal.reinstall()
         return f"Ray cluster at {address}"
@@ -247,6 +245,40 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     TerminationSignal.reinstall()
     return (f"local Ray ({cpus} CPUs, {r.workers} worker(s) × {r.cpus_per_worker} CPU per trial; "
             f"its logs: {temp}/session_latest/logs)")
+
+
+def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
+    """A Ray cluster's `host:port` (or `ray://host:port`) must accept a connection; Ray itself
+    would retry an unreachable address for many minutes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError as e:
+        raise ConfigError(f"--address {address}: not a host:port ({e})") from None
+    if not host or port is None:
+        raise ConfigError(f"--address {address}: expected host:port (e.g. 10.0.0.5:6379) or "
+                          "ray://host:10001")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: "
+                          f"{e.strerror or e}") from None
+
+
+def check_storage(storage: str) -> None:
+    """A local `--storage` folder must be creatable before anything starts."""
+    if "://" in storage:
+        return
+    try:
+        Path(storage).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--storage {storage}: cannot create the folder: "
+                          f"{e.strerror or e}") from None
 
 
 def _autoscaling() -> bool:
@@ -291,10 +323,13 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
     num_samples = opts.num_samples or spec.search.num_samples
     tracking_uri = resolve_tracking_uri(opts.tracking_uri, spec.tracking.tracking_uri)
     experiment = opts.experiment or spec.tracking.experiment or spec.name
-    check_reachable(tracking_uri)  # before anything starts
     storage = opts.storage or str(Path("runs").resolve())
     if "://" not in storage:
         storage = str(Path(storage).resolve())
+    if opts.address or os.environ.get("RAY_ADDRESS"):  # these before anything starts
+        check_ray_address(opts.address or os.environ["RAY_ADDRESS"])
+    check_reachable(tracking_uri)
+    check_storage(storage)
     cache_dir = os.environ.get("MTSWEEP_CACHE") or str(Path.home() / ".cache" / "mtsweep")
 
     spec = absolute_data_dir(spec)
@@ -391,7 +426,7 @@ def _run_tuner(
         "experiment": opts.experiment or spec.tracking.experiment or spec.name,
         "num_samples": num_samples, "num_cpus": opts.num_cpus,
         "cache_dir": cache_dir, "storage": storage,
-        "run_name": run_name, "git_commit": commit,
+        "run_name": run_name, "git_commit": commit, "sweep_fingerprint": sweep_fingerprint(spec),
     })
     s = spec.search
     metric = list(s.metrics) if s.multi_objective else s.metrics[0]
@@ -444,20 +479,31 @@ def finish(results, spec: SweepSpec, tracker: SweepTracker, experiment: str, num
     """After `Tuner.fit()`: raise SweepInterrupted when the driver was asked to stop or trials
     are left, else print and return the summary."""
     trials = results._experiment_analysis.trials
+    known = {t.trial_id for t in trials}
     if TerminationSignal.received() or any(
             t.status not in ("TERMINATED", "ERROR") for t in trials) or (
             len(trials) < num_samples and spec.search.time_budget_s is None):
+        tracker.close_open(known, {})
         raise SweepInterrupted(folder)
-    tracker.close_abandoned({t.trial_id for t in trials})
+    tracker.close_abandoned(known)
     if spec.search.time_budget_s is not None:
-        tracker.close_cut({t.trial_id for t in trials}, f"stopped when the sweep's time budget "
-                          f"(search.time_budget_s: {spec.search.time_budget_s:g} s) ran out")
+        tracker.close_open(known, {STOPPED_EARLY: "true", ERROR: (
+            f"stopped when the sweep's time budget (search.time_budget_s: "
+            f"{spec.search.time_budget_s:g} s) ran out")})
     summary = summarize(spec, tracker, experiment, num_samples)
     print_table(summary, spec)
     return summary
 
 
 META_FILE = "mtsweep-sweep.json"
+
+
+def sweep_fingerprint(spec: SweepSpec) -> str:
+    """The sweep as it runs: its file, overrides and resolved base trial config (so a change
+    to a `base:` trial file counts too)."""
+    blob = json.dumps({"text": spec.text, "overrides": list(spec.overrides), "base": spec.base},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _write_meta(folder: str | Path, meta: dict[str, Any]) -> None:
@@ -668,7 +714,10 @@ def _raise_interrupt(signum, frame) -> None:
 def run_launch(args) -> int:
     from orchestrator.space import load_sweep
 
-    spec = load_sweep(args.space, args.overrides)
+    overrides = list(args.overrides)
+    if args.num_samples is not None:  # validated like the file's, and shown by --dry-run
+        overrides.append(f"search.num_samples={args.num_samples}")
+    spec = load_sweep(args.space, overrides)
     if args.dry_run:
         result = dry_run(spec)
         if args.json:
@@ -700,7 +749,8 @@ def add_launch_arguments(p) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a sweep-file key, e.g. --set search.num_samples=4 or "
                         "--set fixed.epochs=1 (repeatable)")
-    p.add_argument("--num-samples", type=int, help="trials to run (default: the file's)")
+    p.add_argument("--num-samples", type=_at_least_one, metavar="N",
+                   help="trials to run (default: the file's)")
     p.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a "
                                      "local Ray started for the sweep)")
     p.add_argument("--storage", help="folder or URI for Ray Tune results and checkpoints "
@@ -708,7 +758,7 @@ def add_launch_arguments(p) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, "
                                           "else sqlite:///./mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment (default: the sweep's name)")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of the local Ray")
+    p.add_argument("--num-cpus", type=_at_least_one, metavar="N", help="logical CPUs of the local Ray")
     p.add_argument("--dry-run", action="store_true",
                    help="validate, print the space and a few sampled configs; start nothing")
     p.add_argument("--verbose", action="store_true", help="show the trials' own output")

@@ -26,9 +26,11 @@ from orchestrator.launch import (
     finish,
     make_trainable,
     shutdown_ray,
+    sweep_fingerprint,
 )
+from orchestrator.reproduce import check_run_store, get_run
 from orchestrator.space import load_sweep
-from orchestrator.tracking import SweepTracker, check_reachable, resolve_tracking_uri
+from orchestrator.tracking import SweepTracker, redact, resolve_tracking_uri
 from orchestrator.trial import TrialContext
 from trainables.errors import MtsweepError
 
@@ -75,13 +77,27 @@ def _find_remote(uri: str) -> str:
 
 
 def read_meta(folder: str) -> dict[str, Any]:
-    if "://" not in folder:
-        return json.loads((Path(folder) / META_FILE).read_text())
-    from pyarrow import fs
+    """The sweep's record (`mtsweep-sweep.json`), checked for the keys resume needs."""
+    try:
+        if "://" not in folder:
+            meta = json.loads((Path(folder) / META_FILE).read_text())
+        else:
+            from pyarrow import fs
 
-    filesystem, path = fs.FileSystem.from_uri(folder)
-    with filesystem.open_input_stream(f"{path}/{META_FILE}") as f:
-        return json.loads(f.read().decode())
+            filesystem, path = fs.FileSystem.from_uri(folder)
+            with filesystem.open_input_stream(f"{path}/{META_FILE}") as f:
+                meta = json.loads(f.read().decode())
+    except ValueError as e:
+        raise ResumeError(f"{folder}/{META_FILE}: not valid JSON ({e})") from None
+    missing = [k for k in _META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ResumeError(f"{folder}/{META_FILE}: not a sweep record written by mtsweep launch "
+                          f"(missing: {', '.join(missing)})")
+    return meta
+
+
+_META_KEYS = ("sweep_file", "overrides", "cwd", "tracking_uri", "experiment_id",
+              "parent_run_id", "experiment", "num_samples", "cache_dir", "storage", "git_commit")
 
 
 def resume(path: str | Path, tracking_uri: str | None = None, address: str | None = None
@@ -90,9 +106,27 @@ def resume(path: str | Path, tracking_uri: str | None = None, address: str | Non
 
     folder = find_sweep_folder(path)
     meta = read_meta(folder)
-    spec = absolute_data_dir(load_sweep(meta["sweep_file"], meta["overrides"]), meta["cwd"])
+    sweep_file = meta["sweep_file"]
+    if not Path(sweep_file).is_file():
+        raise ResumeError(f"{sweep_file}: no such file; it is the sweep file {folder} was "
+                          f"launched with (the sweep run in MLflow keeps a copy: its artifact "
+                          f"sweep/{Path(sweep_file).name})")
+    spec = absolute_data_dir(load_sweep(sweep_file, meta["overrides"]), meta["cwd"])
+    if meta.get("sweep_fingerprint") not in (None, sweep_fingerprint(spec)):
+        raise ResumeError(f"{sweep_file}: changed since the sweep was launched (it, or its "
+                          f"base trial config); resuming would mix trials of two sweeps. Put "
+                          f"back the launched version (the sweep run in MLflow keeps a copy: "
+                          f"its artifact sweep/{Path(sweep_file).name}), or launch a new sweep")
     uri = resolve_tracking_uri(tracking_uri, None) if tracking_uri else meta["tracking_uri"]
-    check_reachable(uri)
+    try:  # the sweep run is in this store
+        check_run_store(uri, meta["parent_run_id"])
+        get_run(uri, meta["parent_run_id"])
+    except MtsweepError as e:
+        raise ResumeError(f"the sweep's MLflow run: {e} (the sweep was launched with "
+                          f"{redact(meta['tracking_uri'])})") from None
+    if not tune.Tuner.can_restore(str(folder)):
+        raise ResumeError(f"{folder}: Ray Tune's saved state of the sweep is missing "
+                          f"(no tuner.pkl): it cannot be resumed")
     opts = LaunchOptions(num_cpus=meta.get("num_cpus"), address=address)
     existing = bool(address or os.environ.get("RAY_ADDRESS"))
     where = _init_ray(opts, spec)

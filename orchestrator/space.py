@@ -420,6 +420,16 @@ class SweepSpec:
         """Every parameter and constant, parents before their branches (file order)."""
         return list(_walk(self.params))
 
+    def max_epochs(self) -> int:
+        """The most epochs any trial of the sweep can run (ASHA/HyperBand's max_t)."""
+        best = int(self.base.get("epochs", 1))
+        for q in self.all_params():
+            if q.key == "epochs":
+                vals = [q.high] if q.kind in ("int", "float") else (
+                    list(q.values) if q.kind == "categorical" else [q.value])
+                best = max([best, *[int(v) for v in vals if v is not None]])
+        return best
+
     @property
     def n_sampled(self) -> int:
         """How many parameters Optuna samples (branch parameters included)."""
@@ -589,8 +599,22 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     )
     _check_values(spec)
     _check_combinations(spec)
+    _check_grace_period(spec)
     make_sampler(spec)  # bad search.args fail here, not in Ray
     return spec
+
+
+def _check_grace_period(spec: SweepSpec) -> None:
+    """ASHA's first rung must be within the trials' epochs (its max_t defaults to the most
+    epochs a trial can run); Ray would only fail once the sweep had started."""
+    s = spec.scheduler
+    grace = s.args.get("grace_period")
+    if s.name != "asha" or grace is None or "max_t" in s.args:
+        return
+    if grace > spec.max_epochs():
+        raise _err(spec.path, "scheduler.args.grace_period",
+                   f"{grace} is more than the most epochs a trial of this sweep runs "
+                   f"({spec.max_epochs()}), ASHA's max_t")
 
 
 def _apply_sweep_overrides(

@@ -447,15 +447,14 @@ class SweepTracker:
                                       "the sweep's state; the sweep ran another trial instead")]),
                     self.client.set_terminated(run.info.run_id, status="KILLED")))
 
-    def close_cut(self, known_trial_ids: set[str], reason: str) -> None:
-        """Runs of the sweep's trials still open when it ended without an interruption: trials
-        Ray Tune stopped when the sweep ran out of time (it does not report those as
-        completed). Closed as KILLED, stopped early, with the reason."""
+    def close_open(self, known_trial_ids: set[str], tags: Mapping[str, str]) -> None:
+        """Close as KILLED, with `tags`, the runs of the sweep's trials still open when Ray
+        Tune stopped them without reporting them as completed: on an interruption (a resume
+        sets them running again) or when the sweep ran out of time."""
         for run in self.trial_runs():
             if run.info.status == "RUNNING" and run.data.tags.get(RAY_TRIAL_ID) in known_trial_ids:
-                self.attempt("closing a trial cut short", lambda run=run: _close_run(
-                    self.client, run.info.run_id, "KILLED",
-                    {STOPPED_EARLY: "true", ERROR: reason}, None))
+                self.attempt("closing a trial stopped with the sweep", lambda run=run: _close_run(
+                    self.client, run.info.run_id, "KILLED", tags, None))
 
     def close_trial(self, ray_trial_id: str, status: str, tags: Mapping[str, str],
                     error: str | None = None) -> None:

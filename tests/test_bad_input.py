@@ -228,7 +228,45 @@ BAD_SWEEPS = [
      ["fixed.schedule.name", "unknown schedule 'random'; valid: annealed"]),
     ("unknown-scheduler", BASE + "scheduler: {name: pbt}\n",
      ["scheduler.name: unknown scheduler 'pbt'; valid: fifo, asha"]),
+    ("grace-beyond-epochs", BASE + "scheduler: {name: asha, args: {grace_period: 5}}\n",
+     ["scheduler.args.grace_period: 5 is more than the most epochs a trial of this sweep "
+      "runs (1), ASHA's max_t"]),
 ]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num-samples", "0"], "argument --num-samples: expected a whole number ≥ 1, got '0'"),
+    (["--num-cpus", "-1"], "argument --num-cpus: expected a whole number ≥ 1, got '-1'"),
+    (["--storage", "/proc/mtsweep-runs"],
+     "error: --storage /proc/mtsweep-runs: cannot create the folder: No such file or directory"),
+    (["--address", "127.0.0.1:PORT"], "error: cannot reach the Ray cluster at 127.0.0.1:PORT: "
+                                      "Connection refused"),
+    (["--address", "no-port"], "error: --address no-port: expected host:port"),
+], ids=["num-samples", "num-cpus", "storage", "address", "address-form"])
+def test_bad_launch_options_are_one_line_and_start_nothing(tmp_path, trial_file, args, message):
+    """Checked before Ray, MLflow or any folder is touched (an unreachable Ray address would
+    otherwise be retried by Ray for many minutes)."""
+    port = str(_closed_port())
+    args = [a.replace("PORT", port) for a in args]
+    sweep = tmp_path / "ok.yaml"
+    sweep.write_text(BASE + "search: {num_samples: 1}\n")
+    r = _mtsweep(["launch", str(sweep), *args], cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and message.replace("PORT", port) in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists()
+    if (tmp_path / "mlflow.db").exists():
+        from mlflow.tracking import MlflowClient
+
+        c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        assert c.search_runs([e.experiment_id for e in c.search_experiments()]) == []
 
 
 @pytest.mark.parametrize("text, fragments", [c[1:] for c in BAD_SWEEPS],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,7 +161,7 @@ def test_interrupted_sweep_resumes_to_completion(tmp_path, demo_dir, cache_dir):
 def test_ctrl_c_in_the_last_trial_is_an_interruption(tmp_path, demo_dir, cache_dir):
     """Ctrl-C while the sweep's last trial runs (every trial asked for exists, and Ray Tune
     marks the one it stops as terminated): the sweep still ends as interrupted — exit 130, the
-    sweep run KILLED, the trial's run left open, the resume command printed — and `mtsweep
+    sweep run and the trial's run KILLED, the resume command printed — and `mtsweep
     resume` trains that trial to its end, in the same run."""
     from mlflow.tracking import MlflowClient
 
@@ -183,7 +184,28 @@ def test_ctrl_c_in_the_last_trial_is_an_interruption(tmp_path, demo_dir, cache_d
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_run(meta["parent_run_id"]).info.status == "KILLED"
     trial, = client.search_runs(["1"], f"tags.`mlflow.parentRunId` = '{meta['parent_run_id']}'")
-    assert trial.info.status == "RUNNING" and trial.data.metrics["epoch"] < 3
+    # Its run is closed as KILLED until the resume continues it.
+    assert trial.info.status == "KILLED" and trial.data.metrics["epoch"] < 3
+
+    # A resume that cannot work is one line and changes nothing: the sweep file edited since
+    # the launch, another tracking store, Ray Tune's state missing.
+    original = path.read_text()
+    path.write_text(original.replace("epochs: 3", "epochs: 1"))
+    r = _mtsweep(["resume", str(folder)], cwd=REPO, MTSWEEP_CACHE=str(cache_dir))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert f"error: {path}: changed since the sweep was launched" in r.stderr
+    path.write_text(original)
+    other = tmp_path / "other.db"
+    r = _mtsweep(["resume", str(folder), "--tracking-uri", f"sqlite:///{other}"], cwd=REPO)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert f"run {meta['parent_run_id']} not found" in r.stderr and not other.exists()
+    copy = tmp_path / "copy" / folder.name
+    shutil.copytree(folder, copy)
+    (copy / "tuner.pkl").unlink()
+    r = _mtsweep(["resume", str(copy)], cwd=REPO)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "saved state of the sweep is missing" in r.stderr
+    assert client.get_run(meta["parent_run_id"]).info.status == "KILLED"
 
     r = _mtsweep(["resume", str(folder), "--json"], cwd=REPO, MTSWEEP_CACHE=str(cache_dir))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -199,18 +221,28 @@ def test_sweep_metadata_on_local_and_uri_storage(tmp_path, scheme):
     """`mtsweep resume` finds the newest sweep inside the launch's --storage, a local folder or
     a storage URI (read and written through pyarrow's filesystems, as Ray's storage is)."""
     from orchestrator.launch import _write_meta, join_storage
-    from orchestrator.resume import ResumeError, find_sweep_folder, read_meta
+    from orchestrator.resume import _META_KEYS, ResumeError, find_sweep_folder, read_meta
 
     storage = str(tmp_path) if scheme == "local" else tmp_path.as_uri()
+    record = dict.fromkeys(_META_KEYS, "")
     for name in ("old-sweep", "new-sweep"):
-        _write_meta(join_storage(storage, name), {"run_name": name})
+        _write_meta(join_storage(storage, name), {**record, "run_name": name})
         time.sleep(0.05)
     folder = find_sweep_folder(storage)
     assert folder == join_storage(storage, "new-sweep")
-    assert read_meta(folder) == {"run_name": "new-sweep"}
+    assert read_meta(folder) == {**record, "run_name": "new-sweep"}
     assert find_sweep_folder(join_storage(storage, "old-sweep")) == join_storage(
         storage, "old-sweep")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ResumeError, match="no sweep to resume"):
         find_sweep_folder(str(empty) if scheme == "local" else empty.as_uri())
+    broken = join_storage(storage, "broken")
+    _write_meta(broken, {"run_name": "x"})
+    with pytest.raises(ResumeError, match="not a sweep record written by mtsweep launch "
+                                          r"\(missing: sweep_file, overrides"):
+        read_meta(broken)
+    if scheme == "local":
+        (tmp_path / "broken" / "mtsweep-sweep.json").write_text('{"sweep_file": ')
+        with pytest.raises(ResumeError, match="mtsweep-sweep.json: not valid JSON"):
+            read_meta(broken)
