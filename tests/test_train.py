@@ -56,6 +56,13 @@ def test_resume_from_epoch_checkpoint_matches_uninterrupted_run(tiny_config, tmp
                                  checkpoint_dir=str(tmp_path / "ckpt2"), out_dir=str(out)))
     assert scores(resumed) == scores(full)
     assert epochs() == written
+    # A new run into the folder replaces the earlier run's checkpoints (and metrics lines).
+    train(cfg.replace({"epochs": 1}), Runtime(cpu=True, progress_lines=0,
+                                              checkpoint_dir=str(ckpts), out_dir=str(out)))
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch-1"]
+    assert json.loads((ckpts / "epoch-1" / "trainer_state.json").read_text())["config"][
+        "epochs"] == 1
+    assert [e for e, _ in epochs()] == [1]
 
 
 def test_resume_refuses_another_config(tiny_config, tmp_path):
@@ -63,7 +70,9 @@ def test_resume_refuses_another_config(tiny_config, tmp_path):
 
     cfg = tiny_config({"epochs": 1})
     train(cfg, Runtime(cpu=True, progress_lines=0, checkpoint_dir=str(tmp_path)))
-    with pytest.raises(ConfigError, match="different trial config"):
+    lr = cfg.optim.lr
+    with pytest.raises(ConfigError, match=rf"different trial config \(optim.lr: {lr!r} in the "
+                                          r"checkpoint, 0.0005 here\)"):
         train(cfg.replace({"optim.lr": 5e-4}),
               Runtime(cpu=True, progress_lines=0, resume_from=str(tmp_path / "epoch-1")))
 
@@ -76,6 +85,14 @@ def test_demo_trial_learns_every_task(tiny_config):
     assert m["sst_acc"] > 0.4, m
     assert m["para_acc"] > 0.65, m
     assert m["sts_corr"] > 0.3, m
+
+
+def test_max_length_beyond_the_encoders_positions_is_refused_before_training(tiny_config):
+    from trainables.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"max_length: 1024 is more than encoder 'tiny' takes "
+                                          r"\(512 positions\)"):
+        train(tiny_config({"max_length": 1024}), Runtime(cpu=True, progress_lines=0))
 
 
 def test_nan_loss_stops_training(tiny_config):

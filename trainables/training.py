@@ -222,6 +222,10 @@ def _train(config: TrialConfig, runtime: Runtime, callbacks: Sequence[EpochCallb
     set_seed(config.seed, deterministic=accelerator.device.type == "cpu")
 
     tokenizer, encoder = load_encoder(config.encoder, runtime.attention)
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if positions is not None and config.max_length > positions:
+        raise ConfigError(f"max_length: {config.max_length} is more than encoder "
+                          f"'{config.encoder.name}' takes ({positions} positions)")
     if runtime.compile:
         _compile(encoder, config, runtime)
     model = MultiTaskModel(config, encoder)
@@ -259,6 +263,10 @@ def _train(config: TrialConfig, runtime: Runtime, callbacks: Sequence[EpochCallb
     )
 
     ckpt_root = runtime.resolved_checkpoint_dir()
+    if ckpt_root is not None and resume is None and main:
+        _prune(ckpt_root, 0)  # a new run: the epoch checkpoints of an earlier run in the folder
+    if ckpt_root is not None:
+        accelerator.wait_for_everyone()
     history: list[dict[str, Any]] = []
     start_epoch = 0
     train_seconds = 0.0
@@ -394,10 +402,8 @@ def _read_resume_state(folder: Path, config: TrialConfig) -> tuple[dict, dict]:
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{state_file}: not a trainer state ({_load_problem(e)})") from None
     if fingerprint != config.fingerprint():
-        raise ConfigError(
-            f"{folder}: checkpoint belongs to a different trial config "
-            f"({fingerprint} ≠ {config.fingerprint()})"
-        )
+        raise ConfigError(f"{folder}: checkpoint belongs to a different trial config "
+                          f"({_config_difference(state.get('config'), config)})")
     if epoch < 1:
         raise CheckpointError(f"{state_file}: epoch {epoch} is not an epoch checkpoint")
     if not (folder / SCHEDULER_FILE).is_file():
@@ -561,6 +567,23 @@ def _format_epoch(m: dict[str, Any], epochs: int) -> str:
             parts.append(f"{key} {m[key]:.4f}")
     parts.append(f"{m['examples_per_second']:.0f} ex/s")
     return " · ".join(parts)
+
+
+def _config_difference(saved: Any, config: TrialConfig, shown: int = 4) -> str:
+    """The keys where a checkpoint's config and this one differ, e.g. `epochs: 2 in the
+    checkpoint, 3 here` (the fingerprints when the checkpoint holds no readable config)."""
+    from trainables.config import flatten
+
+    if not isinstance(saved, dict):
+        return f"fingerprint {config.fingerprint()} here"
+    old, new = flatten(saved), flatten(config.to_dict())
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if not keys:
+        return f"fingerprint {config.fingerprint()} here"
+    parts = [f"{k}: {old.get(k, '(none)')!r} in the checkpoint, {new.get(k, '(none)')!r} here"
+             for k in keys[:shown]]
+    more = f"; … ({len(keys) - shown} more)" if len(keys) > shown else ""
+    return "; ".join(parts) + more
 
 
 def _prune(root: Path, keep: int) -> None:
