@@ -270,6 +270,27 @@ def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
                           f"{e.strerror or e}") from None
 
 
+def check_local_data(spec: SweepSpec) -> None:
+    """On this machine's Ray, the base trial config's data files must exist: a mistake there
+    would fail every trial. (On a cluster the data may live only on the workers' nodes.)"""
+    from trainables.config import TrialConfig
+    from trainables.data.loading import split_source
+    from trainables.errors import DataError
+
+    try:
+        config = TrialConfig.from_dict(spec.base, source=str(spec.path))
+    except ConfigError:
+        return  # the space sets what the base leaves open: each trial checks its own
+    if config.data.dir.startswith("hf:") or config.data.format == "hf":
+        return
+    try:
+        for task in config.tasks:
+            for split in ("train", "dev"):
+                split_source(config, task, split)
+    except DataError as e:
+        raise ConfigError(f"{spec.path}: {e}") from None
+
+
 def check_storage(storage: str) -> None:
     """A local `--storage` folder must be creatable before anything starts."""
     if "://" in storage:
@@ -326,14 +347,15 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
     storage = opts.storage or str(Path("runs").resolve())
     if "://" not in storage:
         storage = str(Path(storage).resolve())
-    if opts.address or os.environ.get("RAY_ADDRESS"):  # these before anything starts
-        check_ray_address(opts.address or os.environ["RAY_ADDRESS"])
-    check_reachable(tracking_uri)
-    check_storage(storage)
     cache_dir = os.environ.get("MTSWEEP_CACHE") or str(Path.home() / ".cache" / "mtsweep")
-
     spec = absolute_data_dir(spec)
     existing = bool(opts.address or os.environ.get("RAY_ADDRESS"))
+    if existing:  # these before anything starts
+        check_ray_address(opts.address or os.environ["RAY_ADDRESS"])
+    else:
+        check_local_data(spec)
+    check_reachable(tracking_uri)
+    check_storage(storage)
     where = _init_ray(opts, spec)
     failed = False  # an unexpected error: the local Ray's logs are kept for it
     try:
@@ -395,11 +417,14 @@ def shutdown_ray(keep_logs: bool) -> None:
 
 
 def closing_sweep_run(tracker: SweepTracker, run):
-    """Call `run()` and close the sweep run: FINISHED, KILLED on an interruption, else FAILED."""
+    """Call `run()` and close the sweep run: FINISHED, KILLED on an interruption, FAILED on an
+    error or when every trial failed."""
     status = "FAILED"
     try:
         summary = run()
-        status = "FINISHED"
+        trials = summary.get("trials") or []
+        if not trials or any(t["status"] != "FAILED" for t in trials):
+            status = "FINISHED"
         return summary
     except KeyboardInterrupt:
         status = "KILLED"

@@ -250,7 +250,8 @@ def _closed_port() -> int:
     (["--address", "127.0.0.1:PORT"], "error: cannot reach the Ray cluster at 127.0.0.1:PORT: "
                                       "Connection refused"),
     (["--address", "no-port"], "error: --address no-port: expected host:port"),
-], ids=["num-samples", "num-cpus", "storage", "address", "address-form"])
+    (["--set", "fixed.data.dir=/nope"], "ok.yaml: data.dir: data directory /nope does not exist"),
+], ids=["num-samples", "num-cpus", "storage", "address", "address-form", "data-dir"])
 def test_bad_launch_options_are_one_line_and_start_nothing(tmp_path, trial_file, args, message):
     """Checked before Ray, MLflow or any folder is touched (an unreachable Ray address would
     otherwise be retried by Ray for many minutes)."""

@@ -306,3 +306,23 @@ def test_a_sweep_that_runs_out_of_time_closes_the_trial_it_cut(tmp_path, demo_di
     assert run.info.status == "KILLED" and 1 <= run.data.metrics["epoch"] < 200
     assert run.data.tags["mtsweep.stopped_early"] == "true"
     assert "time budget (search.time_budget_s: 15 s) ran out" in run.data.tags["mtsweep.error"]
+
+
+def test_a_sweep_whose_every_trial_failed_is_a_failed_sweep(tmp_path, demo_dir, cache_dir):
+    """Exit status 1 and the sweep run FAILED (not FINISHED) when no trial succeeded; each
+    failure is one line on the driver's stderr."""
+    from mlflow.tracking import MlflowClient
+
+    sweep = {"name": "allfail", "base": tiny_dict(demo_dir, epochs=1),
+             "space": {"data.dir": [str(tmp_path / "no-such-data")]},
+             "search": {"algorithm": "grid"}, "resources": {"workers": 1, "cpus_per_worker": 1}}
+    path = tmp_path / "allfail.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-5000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [t["status"] for t in out["trials"]] == ["FAILED"]
+    failed = [line for line in r.stderr.splitlines() if line.startswith("trial ")]
+    assert len(failed) == 1 and "no-such-data does not exist" in failed[0], r.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(out["parent_run_id"]).info.status == "FAILED"
