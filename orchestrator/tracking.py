@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from urllib.request import url2pathname
 
 from trainables.errors import MtsweepError
 
@@ -48,14 +49,16 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
 
 def resolve_tracking_uri(cli_value: str | None, file_value: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else the sweep file's, else ./mlflow.db.
-    Relative sqlite/file paths are made absolute (Ray runs trials in other folders)."""
+    Relative sqlite/file paths are made absolute (Ray runs trials in other folders); a plain
+    path ending in .db is that SQLite database."""
     uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or file_value
     if not uri:
         return default_tracking_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    if "://" not in uri:  # a plain folder: MLflow's file store
-        return Path(uri).resolve().as_uri()
+    if "://" not in uri:  # a plain path: a database file (.db), else MLflow's file store
+        path = Path(uri).resolve()
+        return f"sqlite:///{path}" if path.suffix == ".db" else path.as_uri()
     return uri
 
 
@@ -68,8 +71,8 @@ def redact(uri: str) -> str:
     a bare token@host → ***@host, and token-like query values (?token=…) → ***."""
     try:
         parts = urlsplit(uri)
-    except ValueError:
-        return uri
+    except ValueError:  # not a URL (e.g. an unclosed "[" of an IPv6 host): mask user:secret@
+        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", uri)
     original = parts
     if "@" in parts.netloc:
         userinfo, host = parts.netloc.rsplit("@", 1)
@@ -135,10 +138,36 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def _check_local_store(tracking_uri: str) -> None:
+    """A local store's mistakes, said at once (MLflow would retry a database it cannot create
+    for minutes, and its file-store refusal is a long text)."""
+    if tracking_uri.startswith("file:") and \
+            os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+        folder = Path(url2pathname(urlsplit(tracking_uri).path))
+        hint = folder.with_suffix(".db") if folder.suffix != ".db" else folder
+        raise TrackingError(
+            f"{tracking_uri}: a folder (MLflow's file store) is off by default in MLflow 3; "
+            f"use a database, e.g. --tracking-uri sqlite:///{hint}, or set "
+            f"MLFLOW_ALLOW_FILE_STORE=true")
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if db.exists():
+            return
+        if not db.parent.is_dir():
+            raise TrackingError(f"{tracking_uri}: cannot create the database: folder "
+                                f"{db.parent} does not exist")
+        try:
+            db.touch()  # SQLite takes an empty file as a new database
+        except OSError as e:
+            raise TrackingError(f"{tracking_uri}: cannot create the database: "
+                                f"{e.strerror or e}") from None
+
+
 def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
     """One cheap request; a TrackingError naming the (redacted) URI when it fails. Over HTTP
     it gives up sooner than later requests do (1 retry, `timeout_s`), unless the user's
     environment says otherwise."""
+    _check_local_store(tracking_uri)
     probe = {}
     if tracking_uri.startswith(("http://", "https://")):
         probe = {k: v for k, v in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
@@ -153,7 +182,10 @@ def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
         client(tracking_uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot use this store"
         reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-        secret = urlsplit(tracking_uri).password if "://" in tracking_uri else None
+        try:
+            secret = urlsplit(tracking_uri).password if "://" in tracking_uri else None
+        except ValueError:
+            secret = None  # redact() masks it
         if secret:
             reason = reason.replace(secret, "***")
         raise TrackingError(

@@ -251,7 +251,15 @@ def _closed_port() -> int:
                                       "Connection refused"),
     (["--address", "no-port"], "error: --address no-port: expected host:port"),
     (["--set", "fixed.data.dir=/nope"], "ok.yaml: data.dir: data directory /nope does not exist"),
-], ids=["num-samples", "num-cpus", "storage", "address", "address-form", "data-dir"])
+    (["--tracking-uri", "sqlite:////proc/mtsweep.db"],
+     "error: sqlite:////proc/mtsweep.db: cannot create the database: No such file or directory"),
+    (["--tracking-uri", "file:///tmp/mlruns"], "error: file:///tmp/mlruns: a folder (MLflow's "
+     "file store) is off by default in MLflow 3; use a database, e.g. --tracking-uri "
+     "sqlite:////tmp/mlruns.db"),
+    (["--tracking-uri", "http://me:s3cret@[::1"],
+     "error: cannot reach the MLflow tracking store http://me:***@[::1: Invalid IPv6 URL"),
+], ids=["num-samples", "num-cpus", "storage", "address", "address-form", "data-dir",
+        "sqlite-unwritable", "file-store", "bad-url"])
 def test_bad_launch_options_are_one_line_and_start_nothing(tmp_path, trial_file, args, message):
     """Checked before Ray, MLflow or any folder is touched (an unreachable Ray address would
     otherwise be retried by Ray for many minutes)."""
@@ -262,6 +270,7 @@ def test_bad_launch_options_are_one_line_and_start_nothing(tmp_path, trial_file,
     r = _mtsweep(["launch", str(sweep), *args], cwd=tmp_path, timeout=120)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "Traceback" not in r.stderr and message.replace("PORT", port) in r.stderr, r.stderr
+    assert "s3cret" not in r.stderr + r.stdout
     assert not (tmp_path / "runs").exists()
     if (tmp_path / "mlflow.db").exists():
         from mlflow.tracking import MlflowClient

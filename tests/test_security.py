@@ -395,6 +395,7 @@ def test_reproduce_command_has_no_credentials(uri, kept):
     ("http://mlflow.example/api?token=tok3n&x=1", "tok3n",
      "http://mlflow.example/api?token=***&x=1"),
     ("sqlite:////home/me/mlflow.db", None, "sqlite:////home/me/mlflow.db"),
+    ("http://alice:s3cr3t@[::1", "s3cr3t", "http://alice:***@[::1"),  # not a valid URL
 ])
 def test_redact_hides_credentials(uri, secret, shown):
     from orchestrator.tracking import redact

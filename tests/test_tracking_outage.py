@@ -154,3 +154,12 @@ def test_http_retry_settings_probe_then_requests(monkeypatch):
     with pytest.raises(TrackingError):
         check_reachable(f"http://127.0.0.1:{_free_port()}")
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+
+
+def test_a_plain_db_path_is_a_sqlite_store(tmp_path, monkeypatch):
+    from orchestrator.tracking import resolve_tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri("runs.db", None) == f"sqlite:///{tmp_path / 'runs.db'}"
+    assert resolve_tracking_uri("mlruns", None) == (tmp_path / "mlruns").as_uri()
