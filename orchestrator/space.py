@@ -552,7 +552,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: no such file")
+        raise ConfigError(f"{p}: {'a folder, not a file' if p.is_dir() else 'no such file'}")
     text = p.read_text()
     raw = load_yaml(p)
     if not isinstance(raw, Mapping):
@@ -560,6 +560,10 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
                    f"({', '.join(SECTIONS)}), got {type(raw).__name__}")
     raw = _apply_sweep_overrides(p, dict(raw), overrides)
     unknown = [str(k) for k in raw if k not in SECTIONS]
+    trial_keys = sorted({"tasks", "encoder", "optim"} & set(unknown))
+    if trial_keys:
+        raise ConfigError(f"{p}: a trial config (it has {', '.join(trial_keys)}); train it with "
+                          "mtsweep train, or name it as a sweep file's base")
     if unknown:
         raise _err(p, unknown[0], f"unknown section; valid: {', '.join(SECTIONS)}")
 

@@ -264,6 +264,8 @@ BAD = [
     ("empty", "", ["empty"]),
     ("top-level-list", "- base\n- space\n", ["(top level)", "mapping"]),
     ("unknown-section", GOOD + "serach: {algorithm: tpe}\n", ["serach", "valid: name"]),
+    ("a-trial-config", "seed: 1\nencoder: {name: tiny}\ntasks: {sst: {head: mlp, loss: ce}}\n",
+     ["a trial config (it has encoder, tasks); train it with mtsweep train"]),
     ("unknown-key-in-space", GOOD + "  optim.lrr: [1.0]\n", ["space.optim.lrr", "valid keys"]),
     ("unknown-task", GOOD + "  tasks.qnli.head: [mlp]\n", ["space.tasks.qnli.head", "task"]),
     ("unknown-key-in-fixed", GOOD + "fixed: {encoder.nam: x}\n", ["fixed.encoder.nam"]),

@@ -135,6 +135,24 @@ def test_cli_train_writes_outputs_and_json(demo_dir, tmp_path):
         assert (out / "model" / name).exists(), name
 
 
+def test_config_mistakes_name_their_source(tmp_path):
+    """An override's mistake names `--set KEY`, not the file; a folder or a sweep file given as
+    the trial config says so."""
+    from trainables.errors import ConfigError
+
+    path = REPO / "search_spaces" / "trials" / "tiny_demo.yaml"
+    with pytest.raises(ConfigError) as info:
+        TrialConfig.load(path, ["optim.lrr=1"])
+    assert str(info.value).startswith("--set optim.lrr: unknown key; valid keys of optim: ")
+    with pytest.raises(ConfigError) as info:
+        TrialConfig.load(path, ["data.train_limit.sst=10%"])
+    assert str(info.value) == "--set data.train_limit.sst: expected int or float, got '10%'"
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: a folder, not a file$"):
+        TrialConfig.load(tmp_path)
+    with pytest.raises(ConfigError, match="a sweep file .* run it with mtsweep launch"):
+        TrialConfig.load(REPO / "search_spaces" / "quickstart.yaml")
+
+
 def test_cli_keeps_epoch_checkpoints_and_resumes_from_one(demo_dir, tmp_path):
     """`--keep-checkpoints 2` keeps epochs 1 and 2; `--resume …/epoch-1` into the same `--out`
     ends with the uninterrupted run's metrics, metrics.jsonl with each epoch once."""

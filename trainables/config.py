@@ -151,8 +151,16 @@ class TrialConfig:
         raw = load_yaml(path)
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{path}: expected a mapping of trial-config keys at the top level")
-        raw = apply_overrides(raw, overrides)
-        return cls.from_dict(raw, source=str(path))
+        sweep_keys = sorted({"base", "space", "search"} & set(raw))
+        if sweep_keys and not {"tasks", "encoder"} & set(raw):
+            raise ConfigError(f"{path}: a sweep file (it has {', '.join(sweep_keys)}); run it "
+                              "with mtsweep launch")
+        try:
+            return cls.from_dict(apply_overrides(raw, overrides), source=str(path))
+        except ConfigError as e:
+            if overrides and _valid(raw, path):  # the mistake is in an override
+                raise ConfigError(str(e).replace(f"{path}: ", "--set ", 1)) from None
+            raise
 
     # ---- views --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -179,11 +187,19 @@ class TrialConfig:
 # ---- YAML and overrides -----------------------------------------------------------------
 
 
+def _valid(raw: Mapping[str, Any], path: str | Path) -> bool:
+    try:
+        TrialConfig.from_dict(raw, source=str(path))
+    except ConfigError:
+        return False
+    return True
+
+
 def load_yaml(path: str | Path) -> Any:
     """Safe-load a YAML file; a missing file or a syntax error is a ConfigError naming it."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: no such file")
+        raise ConfigError(f"{p}: {'a folder, not a file' if p.is_dir() else 'no such file'}")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
@@ -286,8 +302,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
                 return _coerce(arg, value, path)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} is not a "
-                          f"{' or '.join(_tname_t(a) for a in args if a is not type(None))}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: expected "
+                          f"{' or '.join(_tname_t(a) for a in args if a is not type(None))}, "
+                          f"got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, args))}")
