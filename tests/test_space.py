@@ -264,6 +264,8 @@ BAD = [
     ("empty", "", ["empty"]),
     ("top-level-list", "- base\n- space\n", ["(top level)", "mapping"]),
     ("unknown-section", GOOD + "serach: {algorithm: tpe}\n", ["serach", "valid: name"]),
+    ("key-given-twice", GOOD + "scheduler: {name: fifo}\nscheduler: {name: asha}\n",
+     ["not valid YAML", "'scheduler' is given twice"]),
     ("a-trial-config", "seed: 1\nencoder: {name: tiny}\ntasks: {sst: {head: mlp, loss: ce}}\n",
      ["a trial config (it has encoder, tasks); train it with mtsweep train"]),
     ("unknown-key-in-space", GOOD + "  optim.lrr: [1.0]\n", ["space.optim.lrr", "valid keys"]),

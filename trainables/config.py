@@ -195,13 +195,37 @@ def _valid(raw: Mapping[str, Any], path: str | Path) -> bool:
     return True
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the last would win)."""
+
+    def construct_mapping(self, node, deep=False):
+        mapping = super().construct_mapping(node, deep)  # its own errors (tags) first
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{key!r} is given twice", key_node.start_mark)
+        return mapping
+
+
 def load_yaml(path: str | Path) -> Any:
     """Safe-load a YAML file; a missing file or a syntax error is a ConfigError naming it."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: {'a folder, not a file' if p.is_dir() else 'no such file'}")
     try:
-        data = yaml.safe_load(p.read_text())
+        loader = _UniqueKeyLoader(p.read_text())
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

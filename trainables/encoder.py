@@ -55,6 +55,8 @@ def load_encoder(cfg: EncoderConfig, attention: str = "auto"):
         config._attn_implementation = attn
         return tokenizer, BertModel(config, add_pooling_layer=False)
     path = resolve_encoder_path(cfg.name)
+    if cfg.name.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().is_dir():
+        raise ConfigError(f"encoder.name: {cfg.name}: no such folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         config = AutoConfig.from_pretrained(path, **dropout)
