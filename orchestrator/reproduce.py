@@ -254,6 +254,9 @@ def reproduce(run_id: str, tracking_uri: str | None = None, tolerance: float | N
     check_run_store(uri, run_id)
     run = get_run(uri, run_id)
     tags = run.data.tags
+    if tags.get(KIND) == "sweep":
+        raise ReproduceError(f"run {run_id} is a sweep run; reproduce one of its trial runs "
+                             f"(mtsweep report {run_id} lists them, best first)")
     with tempfile.TemporaryDirectory(prefix="mtsweep-reproduce-") as tmp:
         config = load_run_config(uri, run_id, Path(tmp) / "recorded")
         for line in environment_differences(tags):

@@ -214,3 +214,11 @@ def test_a_trial_is_reproduced_as_it_ran(tmp_path, demo_dir, cache_dir, resource
     assert c.get_run(out["reproduction_run_id"]).data.tags[tag[0]] == tag[1]
     parent = c.get_run(trial["run_id"]).data.tags["mlflow.parentRunId"]
     assert c.get_run(parent).data.params[param[0]] == param[1]
+
+
+def test_a_sweep_run_is_not_reproduced(sweep):
+    parent = sweep["summary"]["parent_run_id"]
+    r = _mtsweep(["reproduce", parent, "--tracking-uri", sweep["uri"]], cwd=sweep["dir"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (f"error: run {parent} is a sweep run; reproduce one of its "
+                                f"trial runs (mtsweep report {parent} lists them, best first)")
