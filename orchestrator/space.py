@@ -983,7 +983,9 @@ def _check_values(spec: SweepSpec) -> None:
                 cache[blob] = str(e)
         return cache[blob]
 
-    for q in flat:
+    # Constants first: each parameter is checked with the constants around it, so a bad
+    # constant would otherwise be blamed on the first parameter checked.
+    for q in sorted(flat, key=lambda q: q.kind != "constant"):
         if q.is_tag:
             continue
         context = _context(q, flat, by_name)

@@ -264,6 +264,8 @@ BAD = [
     ("empty", "", ["empty"]),
     ("top-level-list", "- base\n- space\n", ["(top level)", "mapping"]),
     ("unknown-section", GOOD + "serach: {algorithm: tpe}\n", ["serach", "valid: name"]),
+    ("bad-constant-after-a-parameter", GOOD + "  optim.eps: fast\n",
+     ["space.optim.eps: value fast does not give a valid trial config"]),
     ("key-given-twice", GOOD + "scheduler: {name: fifo}\nscheduler: {name: asha}\n",
      ["not valid YAML", "'scheduler' is given twice"]),
     ("a-trial-config", "seed: 1\nencoder: {name: tiny}\ntasks: {sst: {head: mlp, loss: ce}}\n",
