@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed
 
 data/demo/quora-train.csv: | $(BIN)/.installed
-	$(BIN)/mtsweep data demo data/demo
+	$(BIN)/mtsweep data demo --force data/demo
 
 # The embedded default: a local Ray, MLflow on ./mlflow.db, the quickstart sweep.
 quickstart: install data/demo/quora-train.csv

@@ -5,7 +5,8 @@ whose sweep had `tracking.log_model: true` (its `model/` artifact is downloaded)
 the model, the split's CS224N file in DIR is predicted and written as `{task}-{split}-output.csv`
 in the reference code's layout (`id \\t Predicted_… ` header, `{id} , {value} ` rows, in file
 order). When the files carry labels the task metrics are printed too, and for an MLflow source
-logged to its run as `predict_{split}_{metric}`.
+logged to its run as `predict_{split}_{metric}`. Every input row needs a prediction: a malformed
+row (which training skips with a warning) is an error, and then no file is written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -66,6 +68,55 @@ def _note(msg: str) -> None:
 
 def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+_HOW_TO_GET_A_MODEL = ("set `tracking.log_model: true` in the sweep file and run the sweep "
+                       "again, or train with `mtsweep train CONFIG --out DIR` and pass DIR")
+
+
+def _no_model_message(tracking_uri: str, run) -> str:
+    """Why run `run` has no model artifact, and what to pass instead, by its `mtsweep.kind`."""
+    from orchestrator.reproduce import REPRODUCES
+    from orchestrator.tracking import KIND
+
+    run_id = run.info.run_id
+    kind = run.data.tags.get(KIND)
+    if kind == "sweep":
+        best = _best_trial_with_model(tracking_uri, run)
+        if best is not None:
+            return (f"run {run_id} is a sweep run, whose models are logged by its trial runs: "
+                    f"pass one of those, e.g. its best, {best.info.run_id} "
+                    f"(overall {best.data.metrics['overall']:.4f})")
+        return (f"run {run_id} is a sweep run, and none of its trial runs has a "
+                f"`{MODEL_ARTIFACT}/` artifact (`mtsweep report {run_id}` lists them); to get "
+                f"one, {_HOW_TO_GET_A_MODEL}")
+    if kind == "reproduction":
+        original = run.data.tags.get(REPRODUCES)
+        instead = f": pass the run it reproduces, {original}" if original else ""
+        return f"run {run_id} is a reproduction run, and those do not log models{instead}"
+    return (f"run {run_id} has no `{MODEL_ARTIFACT}/` artifact ({_why_no_model(run)}); to get "
+            f"one, {_HOW_TO_GET_A_MODEL}")
+
+
+def _best_trial_with_model(tracking_uri: str, sweep, checked: int = 20):
+    """The trial run of `sweep` with the highest `overall` that has a model artifact (among its
+    best `checked`), or None."""
+    from orchestrator.tracking import KIND, PARENT, client
+
+    c = client(tracking_uri)
+    try:
+        runs = c.search_runs([sweep.info.experiment_id],
+                             filter_string=f"tags.`{PARENT}` = '{sweep.info.run_id}'",
+                             max_results=10000)
+        scored = [r for r in runs if r.data.tags.get(KIND, "trial") == "trial"
+                  and np.isfinite(r.data.metrics.get("overall", np.nan))]
+        scored.sort(key=lambda r: -r.data.metrics["overall"])
+        for r in scored[:checked]:
+            if c.list_artifacts(r.info.run_id, MODEL_ARTIFACT):
+                return r
+    except Exception:  # noqa: BLE001 - only a hint: the error says how to list the trials
+        return None
+    return None
 
 
 def _why_no_model(run) -> str:
@@ -146,6 +197,24 @@ def _mismatch(expected: dict[str, Any], loaded: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
+# What `save_pretrained` writes for a tokenizer: its options, and its vocabulary (tokenizer.json,
+# or a slow tokenizer's vocabulary file). Without them transformers builds a tokenizer of the
+# special tokens only, and every word becomes [UNK].
+TOKENIZER_CONFIG = "tokenizer_config.json"
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
+                    "sentencepiece.bpe.model", "tokenizer.model")
+
+
+def check_tokenizer_files(folder: Path) -> None:
+    """A PredictError naming `folder` and the tokenizer files it lacks."""
+    missing = [] if (folder / TOKENIZER_CONFIG).is_file() else [TOKENIZER_CONFIG]
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        missing.append(f"{VOCABULARY_FILES[0]} (or another vocabulary file, e.g. vocab.txt)")
+    if missing:
+        raise PredictError(f"{folder} lacks its tokenizer files: {' and '.join(missing)} "
+                           f"(`mtsweep train --out` saves them there)")
+
+
 def load_model(folder: Path, cpu: bool = False) -> LoadedModel:
     """Rebuild the model from its saved config and encoder folder and load its weights."""
     import torch
@@ -155,11 +224,17 @@ def load_model(folder: Path, cpu: bool = False) -> LoadedModel:
     from trainables.model import MultiTaskModel
 
     config = TrialConfig.load(folder / "config.yaml")
+    check_tokenizer_files(folder / "encoder")
     try:
         tokenizer, encoder = load_saved_encoder(folder / "encoder")
     except (OSError, ValueError) as e:
         raise PredictError(f"cannot load the encoder from {folder / 'encoder'}: "
                            f"{_first_line(e)}") from None
+    vocab = getattr(encoder.config, "vocab_size", None)
+    if vocab and len(tokenizer) > vocab:
+        raise PredictError(f"{folder / 'encoder'}: its tokenizer has {len(tokenizer)} tokens, "
+                           f"more than the encoder's vocabulary of {vocab}: the tokenizer files "
+                           f"are not this model's")
     state = read_weights(folder)
     # A tiny encoder is built without BERT's pooler layer (unused: the model pools itself);
     # `AutoModel.from_config` adds one. Drop it when the checkpoint has none.
@@ -197,15 +272,12 @@ def download_model(tracking_uri: str, run_id: str, dst: Path) -> Path:
         run = get_run(tracking_uri, run_id)
     except MtsweepError as e:
         raise PredictError(f"{run_id} is not a folder, and {e}") from None
-    how = ("set `tracking.log_model: true` in the sweep file and run the sweep again, or train "
-           "with `mtsweep train CONFIG --out DIR` and pass DIR")
     try:
         listed = client(tracking_uri).list_artifacts(run_id, MODEL_ARTIFACT)
     except Exception as e:  # noqa: BLE001 - unreachable artifact store, …
         raise PredictError(f"run {run_id}: cannot list its artifacts: {_first_line(e)}") from None
     if not listed:
-        raise PredictError(f"run {run_id} has no `{MODEL_ARTIFACT}/` artifact "
-                           f"({_why_no_model(run)}); to get one, {how}")
+        raise PredictError(_no_model_message(tracking_uri, run))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         local = download_artifacts(run_id=run_id, artifact_path=MODEL_ARTIFACT,
@@ -223,6 +295,29 @@ def input_file(data_dir: Path, task: str, split: str) -> Path | None:
     """The task's CS224N file of `split` in `data_dir`, or None when there is none."""
     return next((data_dir / n for n in INPUT_FILES[split][task] if (data_dir / n).is_file()),
                 None)
+
+
+def read_input(task: str, path: Path):
+    """The rows of one input file. Training skips malformed rows with a warning; here every
+    row needs a prediction, so they are a PredictError naming the file and the lines."""
+    import warnings
+
+    from trainables.data.readers import DataWarning, read_split
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        raw = read_split(task, path, "cs224n", require_labels=False)
+    for w in caught:
+        if not issubclass(w.category, DataWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if raw.skipped:
+        # The reader's warning names the lines and why the first is malformed.
+        said = next((str(w.message) for w in caught if issubclass(w.category, DataWarning)), "")
+        m = re.fullmatch(r".*: skipped \d+ malformed rows \(lines ([^)]*)\)(.*)", said)
+        where = f"line(s) {m.group(1)}{m.group(2)}" if m else said
+        raise PredictError(f"{path}: {raw.skipped} malformed row(s), {where}; every row needs a "
+                           f"prediction, so nothing was written (fix or remove the row(s))")
+    return raw
 
 
 def predict_split(lm: LoadedModel, task: str, tok, batch_size: int) -> np.ndarray:
@@ -284,7 +379,6 @@ def predict_files(lm: LoadedModel, data_dir: Path, split: str, out_dir: Path,
     the tasks whose file has labels, with the overall scores over them.
     """
     from trainables.data.cache import load_tokenized
-    from trainables.data.readers import read_split
     from trainables.metrics import TASK_METRIC, overall_scores
     from trainables.runtime import Runtime
 
@@ -300,17 +394,21 @@ def predict_files(lm: LoadedModel, data_dir: Path, split: str, out_dir: Path,
         looked = ", ".join(n for t in lm.config.tasks for n in INPUT_FILES[split][t])
         raise PredictError(f"no {split} file of the model's tasks in {data_dir} "
                            f"(looked for {looked})")
+    # Every file is read before anything is written: a bad one leaves no output behind.
+    raws = {}
     for task, path in todo.items():
         if path is None:
             _note(f"no {task} {split} file in {data_dir} (looked for "
                   f"{', '.join(INPUT_FILES[split][task])}); skipping {task}")
             skipped.append(task)
             continue
-        raw = read_split(task, path, "cs224n", require_labels=False)
+        raw = read_input(task, path)
         if not len(raw):
             _note(f"{path} has no examples; skipping {task}")
             skipped.append(task)
             continue
+        raws[task] = (path, raw)
+    for task, (path, raw) in raws.items():
         tok = load_tokenized(raw, lm.tokenizer, lm.config.max_length,
                              lm.model.input_mode(task), cache)
         preds = predict_split(lm, task, tok, batch_size)

@@ -87,7 +87,7 @@ def redact(uri: str) -> str:
     return uri if parts == original else urlunsplit(parts)
 
 
-def _redact_uris(text: str) -> str:
+def redact_uris(text: str) -> str:
     return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+", lambda m: redact(m.group(0)), text)
 
 
@@ -370,7 +370,7 @@ class SweepTracker:
         c.log_batch(self.parent_run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
                     tags=[RunTag("mlflow.note.content", tags.get("description", ""))])
         text = Path(sweep_file).read_text()
-        redacted = _redact_uris(text)
+        redacted = redact_uris(text)
         if redacted == text:
             c.log_artifact(self.parent_run_id, str(sweep_file), artifact_path="sweep")
         else:  # a tracking URI with a password in the file: upload it masked

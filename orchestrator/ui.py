@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -12,25 +15,88 @@ import time
 import urllib.request
 from pathlib import Path
 
-from orchestrator.tracking import TrackingError, client, redact, resolve_tracking_uri
+from orchestrator.tracking import (
+    KIND,
+    TrackingError,
+    check_reachable,
+    client,
+    redact,
+    redact_uris,
+    resolve_tracking_uri,
+)
 
 
 def experiment_url(base: str, tracking_uri: str, experiment: str | None) -> str:
     """The UI address of `experiment` (default: the one with the newest sweep run)."""
     c = client(tracking_uri)
-    exp = c.get_experiment_by_name(experiment) if experiment else None
-    if experiment and exp is None:
-        raise TrackingError(f"no experiment {experiment!r} in {redact(tracking_uri)}")
-    if exp is None:
+    try:
+        exp = c.get_experiment_by_name(experiment) if experiment else None
+        if experiment and exp is None:
+            raise TrackingError(f"no experiment {experiment!r} in {redact(tracking_uri)}")
+        if exp is not None:
+            return f"{base}/#/experiments/{exp.experiment_id}/runs"
         runs = c.search_runs(
             [e.experiment_id for e in c.search_experiments()],
-            filter_string="tags.`mtsweep.kind` = 'sweep'", order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`{KIND}` = 'sweep'", order_by=["attributes.start_time DESC"],
             max_results=1,
         )
-        if not runs:
-            return f"{base}/"
-        return f"{base}/#/experiments/{runs[0].info.experiment_id}/runs"
-    return f"{base}/#/experiments/{exp.experiment_id}/runs"
+    except TrackingError:
+        raise
+    except Exception as e:  # noqa: BLE001 - MLflow's message holds the URI, password included
+        reason = redact_uris(str(e).splitlines()[0][:300]) if str(e) else type(e).__name__
+        raise TrackingError(f"cannot read {redact(tracking_uri)}: {reason}") from None
+    if not runs:
+        return f"{base}/"
+    return f"{base}/#/experiments/{runs[0].info.experiment_id}/runs"
+
+
+def check_local_store(tracking_uri: str) -> None:
+    """A SQLite store must exist: MLflow would create an empty one."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.exists():
+            raise TrackingError(f"no tracking store at {db} (run a sweep first, or pass "
+                                f"--tracking-uri)")
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Bind (host, port) as the server (uvicorn) will, so that a port in use or an address of
+    another machine is one prompt error, not a server that exits after seconds."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As uvicorn does: a port a stopped server left in TIME_WAIT counts as free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except socket.gaierror as e:
+            why = f"cannot resolve the host {host!r} ({e.strerror or e})"
+        except OSError as e:
+            why = {errno.EADDRINUSE: f"port {port} is already in use (pick another with --port)",
+                   errno.EADDRNOTAVAIL: f"{host} is not an address of this machine",
+                   errno.EACCES: f"port {port} needs privileges (pick one ≥ 1024 with --port)",
+                   }.get(e.errno, e.strerror or str(e))
+        else:
+            return
+    raise TrackingError(f"cannot listen on {host}:{port}: {why}")
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 0 < n < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {text!r}")
+    return n
+
+
+def _server_error(log: bytes) -> str:
+    """The line of the server's log that says why it stopped (its last error line; else the
+    last line), without the time stamp and level."""
+    lines = [ln.strip() for ln in log.decode(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "ERROR" in ln or "Error" in ln]
+    line = (errors or lines or ["it exited"])[-1]
+    return redact_uris(line.split("ERROR:", 1)[-1].strip() if "ERROR:" in line else line)
 
 
 def server_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
@@ -44,11 +110,8 @@ def server_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000)
 def start_server(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000,
                  timeout_s: float = 90.0) -> subprocess.Popen:
     """Start `mlflow server` for a local store and wait until it answers /health."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):])
-        if not db.exists():
-            raise TrackingError(f"no tracking store at {db} (run a sweep first, or pass "
-                                f"--tracking-uri)")
+    check_local_store(tracking_uri)
+    check_bindable(host, port)
     # The server's log goes to a file: a pipe nobody reads would fill up and block it.
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(server_command(tracking_uri, host, port), stdout=subprocess.DEVNULL,
@@ -58,9 +121,8 @@ def start_server(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000,
         while time.time() < deadline:
             if proc.poll() is not None:
                 log.seek(0)
-                err = log.read().decode(errors="replace").strip().splitlines()
-                raise TrackingError(f"the MLflow UI did not start: "
-                                    f"{err[-1] if err else 'exited'}")
+                raise TrackingError(f"the MLflow UI did not start on {host}:{port}: "
+                                    f"{_server_error(log.read())}")
             try:
                 with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as r:
                     if r.status == 200:
@@ -96,11 +158,18 @@ def run_ui(args) -> int:
     tracking_uri = resolve_tracking_uri(args.tracking_uri, None)
     if tracking_uri.startswith(("http://", "https://")):
         # Already a tracking server: it serves its own UI.
+        check_reachable(tracking_uri)
         print(experiment_url(tracking_uri.rstrip("/"), tracking_uri, args.experiment))
         return 0
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: the UI will listen on {args.host}, reachable from other machines",
               file=sys.stderr)
+    # Checked before the server starts: a missing store, an unknown --experiment, a port in
+    # use fail at once.
+    check_local_store(tracking_uri)
+    check_reachable(tracking_uri)
+    url = experiment_url(f"http://{args.host}:{args.port}", tracking_uri, args.experiment)
+    check_bindable(args.host, args.port)
     # SIGTERM unwinds like Ctrl-C, so the server (in a session of its own) is stopped too.
     # Started in the background by a shell script, the UI inherits SIGINT ignored: Ctrl-C
     # (`kill -INT`) stops it all the same.
@@ -109,7 +178,6 @@ def run_ui(args) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = start_server(tracking_uri, args.host, args.port)
     try:
-        url = experiment_url(f"http://{args.host}:{args.port}", tracking_uri, args.experiment)
         print(f"MLflow UI for {redact(tracking_uri)}: {url}  (Ctrl-C stops it)", flush=True)
         proc.wait()
     except KeyboardInterrupt:
@@ -121,7 +189,7 @@ def run_ui(args) -> int:
 
 def add_ui_arguments(p) -> None:
     p.add_argument("--tracking-uri", help="default $MLFLOW_TRACKING_URI, else ./mlflow.db")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000)
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--experiment", help="the experiment whose URL is printed "

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainables.data.demo import demo_vocabulary, write_demo_data
+from orchestrator import cli
+from trainables.data.demo import DEMO_FILES, demo_vocabulary, write_demo_data
 from trainables.data.readers import DataWarning, default_split_path, detect_format, read_split
 from trainables.data.tiny import build_tiny_tokenizer, tiny_vocab_path
 
@@ -32,7 +33,7 @@ def small_demo(tmp_path_factory) -> Path:
 
 
 def test_layout_and_headers(small_demo: Path) -> None:
-    assert sorted(p.name for p in small_demo.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in small_demo.iterdir()) == sorted(FILES) == sorted(DEMO_FILES)
     first = {name: (small_demo / name).read_text().splitlines()[:2] for name in FILES}
     assert first["ids-sst-test-student.csv"][0] == "0\t\tid\tsentence"
     assert first["ids-sst-test-student.csv"][1].startswith("1\t0.0\t")
@@ -106,3 +107,50 @@ def test_tiny_tokenizer_covers_demo_words() -> None:
     assert not missing
     # Unknown words fall back to characters instead of [UNK]; text is lowercased.
     assert tok.tokenize("Zyzzyva Film") == ["z", "##y", "##z", "##z", "##y", "##v", "##a", "film"]
+
+
+def _demo_cli(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = cli.main(["data", "demo", *args])
+    r = capsys.readouterr()
+    return rc, r.out, r.err
+
+
+def test_cli_does_not_overwrite_a_data_set_without_force(tmp_path: Path, capsys) -> None:
+    # A real data set has the same file names as the demo's.
+    real = tmp_path / "ids-sst-train.csv"
+    real.write_text("the real training data\n")
+    rc, out, err = _demo_cli(capsys, str(tmp_path))
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"error: {real} exists, and the demo data would replace it (it writes the CS224N file "
+        f"names); pass --force to overwrite, or choose another folder"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids-sst-train.csv"]
+    assert real.read_text() == "the real training data\n"
+
+    rc, out, err = _demo_cli(capsys, str(tmp_path), "--force")
+    assert rc == 0, err
+    assert out.strip() == f"wrote 9 files of demo data to {tmp_path}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES)
+    assert real.read_text().startswith("\tid\tsentence\tsentiment\n")
+
+    # A second run into a demo folder counts the files it would replace.
+    rc, _, err = _demo_cli(capsys, str(tmp_path))
+    assert rc == 2 and err.strip().startswith(
+        f"error: {real} and 8 more of the demo's files exist, and the demo data would "
+        f"replace them")
+
+
+def test_cli_folder_that_cannot_be_made_is_one_line(tmp_path: Path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    rc, _, err = _demo_cli(capsys, str(afile))
+    assert rc == 2 and err.strip().splitlines() == [f"error: {afile}: not a folder (demo data)"]
+    rc, _, err = _demo_cli(capsys, str(afile / "demo"))
+    assert rc == 2 and err.strip().splitlines() == [
+        f"error: {afile / 'demo'}: cannot create the demo data folder: Not a directory"]
+    assert afile.read_text() == "not a folder"
+    if Path("/proc/self").is_dir():  # Linux: no folder can be made in /proc, even by root
+        rc, _, err = _demo_cli(capsys, "/proc/demo")
+        assert rc == 2 and err.strip().splitlines() == [
+            "error: /proc/demo: cannot create the demo data folder: No such file or directory"]

@@ -1,5 +1,6 @@
 """`mtsweep predict`: CS224N output files from a `mtsweep train --out` folder or an MLflow run,
-dev metrics equal to the training run's, skipped tasks, tampered checkpoints, unknown runs."""
+dev metrics equal to the training run's, skipped tasks, tampered checkpoints, missing tokenizer
+files, malformed input rows, unknown runs and runs without a model."""
 
 from __future__ import annotations
 
@@ -187,3 +188,119 @@ def test_unknown_run_id_cli(tmp_path, demo_dir):
 def test_missing_folder_is_not_taken_for_a_run_id(tmp_path, capsys):
     rc, _, err, _ = _predict(capsys, str(tmp_path / "nope"), "--data-dir", str(tmp_path))
     assert rc == 2 and err.strip().startswith(f"error: {tmp_path / 'nope'}: no such folder")
+
+
+@pytest.mark.parametrize("removed, named", [
+    (["tokenizer.json"], "tokenizer.json (or another vocabulary file, e.g. vocab.txt)"),
+    (["tokenizer.json", "tokenizer_config.json"],
+     "tokenizer_config.json and tokenizer.json (or another vocabulary file, e.g. vocab.txt)"),
+    (["tokenizer_config.json"], "tokenizer_config.json"),
+], ids=["vocabulary", "both", "config"])
+def test_missing_tokenizer_files_are_one_line(trained, demo_dir, tmp_path, capsys, removed,
+                                              named):
+    # Without its vocabulary transformers would build a tokenizer of the 5 special tokens and
+    # predict from [UNK]s.
+    model = tmp_path / "model"
+    shutil.copytree(trained["out"] / "model", model)
+    for name in removed:
+        (model / "encoder" / name).unlink()
+    rc, _, err, _ = _predict(capsys, str(model), "--data-dir", str(demo_dir), "--out",
+                             str(tmp_path / "pred"))
+    assert rc == 2
+    assert err.strip().splitlines() == [
+        f"error: {model / 'encoder'} lacks its tokenizer files: {named} (`mtsweep train --out` "
+        f"saves them there)"]
+    assert not (tmp_path / "pred").exists()
+
+
+def test_tokenizer_of_another_model_is_one_line(trained, demo_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(trained["out"] / "model", model)
+    tokenizer = AutoTokenizer.from_pretrained(model / "encoder")
+    size = len(tokenizer)
+    tokenizer.add_tokens([f"newword{i}" for i in range(3)])  # ids past the embedding table
+    tokenizer.save_pretrained(model / "encoder")
+    rc, _, err, _ = _predict(capsys, str(model), "--data-dir", str(demo_dir), "--out",
+                             str(tmp_path / "pred"))
+    assert rc == 2
+    assert err.strip().splitlines() == [
+        f"error: {model / 'encoder'}: its tokenizer has {size + 3} tokens, more than the "
+        f"encoder's vocabulary of {size}: the tokenizer files are not this model's"]
+
+
+@pytest.mark.parametrize("split", ["test", "dev"])
+def test_malformed_rows_are_refused(trained, demo_dir, tmp_path, capsys, split):
+    # Training skips malformed rows with a warning; a prediction file one id short would be
+    # wrong, so predict refuses and writes nothing (not even the good files).
+    files = TEST_FILES if split == "test" else DEV_FILES
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in files.values():
+        shutil.copy(demo_dir / name, data)
+    bad = data / files["para"]
+    lines = bad.read_text().split("\n")
+    lines[4] = lines[4].rsplit("\t", 1)[0]  # line 5: a field short
+    lines[7] += "\textra"  # line 8: a field too many
+    bad.write_text("\n".join(lines))
+    rc, out, err, _ = _predict(capsys, str(trained["out"]), "--data-dir", str(data), "--split",
+                               split, "--out", str(tmp_path / "pred"))
+    n = 4 if split == "test" else 5
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"error: {bad}: 2 malformed row(s), line(s) 5, 8; line 5: {n - 1} fields, the header "
+        f"has {n}; every row needs a prediction, so nothing was written (fix or remove the "
+        f"row(s))"]
+    assert not (tmp_path / "pred").exists()
+
+
+def test_sweep_and_reproduction_runs_point_to_a_trial_with_a_model(trained, demo_dir, tmp_path,
+                                                                    capsys):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.reproduce import REPRODUCES
+    from orchestrator.tracking import KIND, PARENT, get_or_create_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = get_or_create_experiment(uri, "predict-kinds")
+    c = MlflowClient(uri)
+
+    def run(kind: str, parent: str | None = None, overall: float | None = None,
+            model: bool = False, **tags: str) -> str:
+        tags = {KIND: kind, **({PARENT: parent} if parent else {}), **tags}
+        run_id = c.create_run(exp, tags=tags).info.run_id
+        if overall is not None:
+            c.log_metric(run_id, "overall", overall)
+        if model:
+            c.log_artifacts(run_id, str(trained["out"] / "model"), "model")
+        c.set_terminated(run_id)
+        return run_id
+
+    sweep = run("sweep")
+    run("trial", sweep, overall=0.9)  # the best, but stopped early: no model
+    with_model = run("trial", sweep, overall=0.7, model=True)
+    run("trial", sweep, overall=0.5, model=True)
+    bare_sweep = run("sweep")
+    run("trial", bare_sweep, overall=0.8)
+    reproduction = run("reproduction", overall=0.7, **{REPRODUCES: with_model})
+
+    def error(source: str) -> str:
+        rc, _, err, _ = _predict(capsys, source, "--tracking-uri", uri, "--data-dir",
+                                 str(demo_dir), "--out", str(tmp_path / "pred"))
+        assert rc == 2
+        line, = err.strip().splitlines()
+        return line
+
+    assert error(sweep) == (
+        f"error: run {sweep} is a sweep run, whose models are logged by its trial runs: pass one "
+        f"of those, e.g. its best, {with_model} (overall 0.7000)")
+    assert error(bare_sweep) == (
+        f"error: run {bare_sweep} is a sweep run, and none of its trial runs has a `model/` "
+        f"artifact (`mtsweep report {bare_sweep}` lists them); to get one, set "
+        f"`tracking.log_model: true` in the sweep file and run the sweep again, or train with "
+        f"`mtsweep train CONFIG --out DIR` and pass DIR")
+    assert error(reproduction) == (
+        f"error: run {reproduction} is a reproduction run, and those do not log models: pass "
+        f"the run it reproduces, {with_model}")
+    assert not (tmp_path / "pred").exists()

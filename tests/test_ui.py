@@ -1,21 +1,23 @@
-"""The real MLflow UI in headless Chromium, over the records of a finished sweep: the sweep run
-with its nested trial runs, and the compare view of two trials (screenshots kept in
-test-artifacts/)."""
+"""`mtsweep ui`: its errors (one line, credentials masked, before any server starts), and the
+real MLflow UI in headless Chromium over the records of a finished sweep: the sweep run with its
+nested trial runs, and the compare view of two trials (screenshots kept in test-artifacts/)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 import yaml
 
+from orchestrator import cli
+
 from .conftest import REPO, tiny_dict
 from .test_sweep import _mtsweep
-
-pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -76,6 +78,7 @@ def _wait_for_text(driver, texts, timeout=60.0) -> str:
     raise AssertionError(f"{texts} not on the page; it shows: {body[:1500]}")
 
 
+@pytest.mark.slow
 def test_mlflow_ui_shows_the_sweep_and_compares_trials(finished_sweep, browser):
     from mlflow.tracking import MlflowClient
 
@@ -112,3 +115,95 @@ def test_mlflow_ui_shows_the_sweep_and_compares_trials(finished_sweep, browser):
     finally:
         stop_server(server)
     assert (ARTIFACTS / "mlflow-compare.png").stat().st_size > 10_000
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    """A local tracking store with one experiment."""
+    from orchestrator.tracking import get_or_create_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    get_or_create_experiment(uri, "ui-errors")
+    return uri
+
+
+def _ui(capsys, *args: str) -> tuple[int, str, float]:
+    capsys.readouterr()
+    start = time.monotonic()
+    rc = cli.main(["ui", *args])
+    return rc, capsys.readouterr().err, time.monotonic() - start
+
+
+@pytest.mark.parametrize("extra", [[], ["--experiment", "nosuch"]])
+def test_unreachable_tracking_server_is_one_line_without_the_password(extra):
+    port = _free_port()  # nothing listens there
+    r = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri",
+         f"http://alice:s3cretPW@127.0.0.1:{port}", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 2 and r.stdout == ""
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot reach the MLflow tracking store "
+                           f"http://alice:***@127.0.0.1:{port}: ")
+    assert "s3cretPW" not in r.stderr
+
+
+def test_unknown_experiment_fails_before_the_server_starts(store, capsys):
+    with socket.socket() as taken:  # a server started first would fail on this port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        rc, err, seconds = _ui(capsys, "--tracking-uri", store, "--experiment", "nosuch",
+                               "--port", str(taken.getsockname()[1]))
+    assert rc == 2 and err.strip().splitlines() == [f"error: no experiment 'nosuch' in {store}"]
+    assert seconds < 10
+
+
+def test_port_in_use_is_one_prompt_line(store, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc, err, seconds = _ui(capsys, "--tracking-uri", store, "--port", str(port))
+    assert rc == 2 and err.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: port {port} is already in use (pick another "
+        f"with --port)"]
+    assert seconds < 10
+
+
+def test_host_that_cannot_be_bound_is_one_prompt_line(store, capsys):
+    port = _free_port()
+    rc, err, seconds = _ui(capsys, "--tracking-uri", store, "--host", "999.1.1.1",
+                           "--port", str(port))
+    assert rc == 2
+    warning, line = err.strip().splitlines()
+    assert warning == "warning: the UI will listen on 999.1.1.1, reachable from other machines"
+    assert line.startswith(f"error: cannot listen on 999.1.1.1:{port}: cannot resolve the host "
+                           f"'999.1.1.1' (")  # (the resolver's reason)
+    assert seconds < 10
+
+
+def test_port_out_of_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["ui", "--port", "70000"])
+    assert e.value.code == 2
+    assert "argument --port: expected a port number 1..65535, got '70000'" in \
+        capsys.readouterr().err
+
+
+def test_server_error_names_the_cause():
+    from orchestrator.ui import _server_error
+
+    log = (b"2026/11/27 08:00:56 INFO:     Started server process [5904]\n"
+           b"2026/11/27 08:00:57 ERROR:    [Errno 98] error while attempting to bind on address "
+           b"('127.0.0.1', 5124): address already in use\n"
+           b"2026/11/27 08:00:57 INFO:     Waiting for application shutdown.\n"
+           b"2026/11/27 08:00:57 INFO:     Application shutdown complete.\n")
+    assert _server_error(log) == ("[Errno 98] error while attempting to bind on address "
+                                  "('127.0.0.1', 5124): address already in use")
+    assert _server_error(b"ERROR: cannot open postgresql://bob:pw@db/mlflow\n") == \
+        "cannot open postgresql://bob:***@db/mlflow"
+    assert _server_error(b"") == "it exited"

@@ -9,11 +9,17 @@ import json
 import logging
 import math
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from trainables.errors import MtsweepError
 from trainables.runtime import ATTENTIONS
+
+
+class OutputError(MtsweepError):
+    """A folder the command writes to cannot be created or written."""
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,7 +34,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="epoch checkpoints to keep, the newest (default 1: the last epoch's)")
     p.add_argument("--cpu", action="store_true", help="use the CPU even when a GPU is present")
     p.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
-    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--threads", type=_at_least_one, metavar="N", help="torch threads per process")
     p.add_argument("--compile", action="store_true",
                    help="compile the encoder with torch.compile (faster GPU steps after a "
                         "start-up of a minute or more)")
@@ -41,14 +47,43 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "~/.cache/mtsweep)")
 
 
-def _at_least_one(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         n = int(text)
     except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+        n = minimum - 1
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ {minimum}, got {text!r}")
     return n
+
+
+def _at_least_one(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _at_least_zero(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def make_folder(path: str | Path, what: str) -> list[Path]:
+    """Create the folder `path` (and its parents); an OutputError naming it and `what` (the
+    option) when it cannot be, so that a bad path fails before any work. Returns the folders it
+    created, parents first."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: not a folder ({what})")
+    created = [p for p in (path, *path.parents) if not p.exists()][::-1]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot create the {what} folder: "
+                          f"{e.strerror or e}") from None
+    try:
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write to the {what} folder: "
+                          f"{e.strerror or e}") from None
+    return created
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -63,11 +98,29 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir, resume_from=args.resume, compile=args.compile,
         attention=args.attention, keep_checkpoints=args.keep_checkpoints,
     )
+    created: list[Path] = []
     try:
+        # Folders written later (the checkpoints after a whole epoch) are checked now.
+        if args.out:
+            created += make_folder(args.out, "--out")
+        checkpoints = runtime.resolved_checkpoint_dir()
+        if checkpoints is not None:
+            created += make_folder(checkpoints, "--checkpoint-dir" if args.checkpoint_dir
+                                   else "checkpoints")
+        created += make_folder(runtime.resolved_cache_dir(),
+                               "--cache-dir" if args.cache_dir else "tokenized-data cache")
         metrics = train(config, runtime)
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1
+    except BaseException:
+        # A run that fails before it writes anything (bad data, say) leaves no empty folders.
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty
+        raise
     from accelerate import PartialState
 
     if args.json and PartialState().is_main_process:
@@ -77,13 +130,29 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="folder to write the demo data set into (CS224N layout)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_at_least_zero, default=0)
+    p.add_argument("--force", action="store_true",
+                   help="overwrite files of the same names (the demo files have the CS224N "
+                        "names, so a real data set in DIR would be replaced)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from trainables.data.demo import write_demo_data
+    from trainables.data.demo import DEMO_FILES, write_demo_data
 
-    paths = write_demo_data(args.dir, seed=args.seed)
+    out = Path(args.dir)
+    existing = [out / name for name in DEMO_FILES if (out / name).exists()]
+    if existing and not args.force:
+        which = (f"{existing[0]} exists, and the demo data would replace it" if len(existing) == 1
+                 else f"{existing[0]} and {len(existing) - 1} more of the demo's files exist, "
+                      f"and the demo data would replace them")
+        raise OutputError(f"{which} (it writes the CS224N file names); pass --force to "
+                          f"overwrite, or choose another folder")
+    make_folder(out, "demo data")
+    try:
+        paths = write_demo_data(out, seed=args.seed)
+    except OSError as e:
+        raise OutputError(f"{e.filename or out}: cannot write the demo data: "
+                          f"{e.strerror or e}") from None
     print(f"wrote {len(paths)} files of demo data to {args.dir}")
     return 0
 
@@ -125,4 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_train_arguments(p)
     args = p.parse_args(argv)
     setup_logging()
-    return guarded(run_train, args)
+    try:
+        return guarded(run_train, args)
+    except OSError as e:  # as `mtsweep train`: a path that cannot be read or written
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2

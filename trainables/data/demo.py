@@ -98,6 +98,13 @@ _STS_TEMPLATES = (
     "there is a {a} {s} {x} in the {p} .",
 )
 
+# The files write_demo_data writes: the CS224N names, so a real data set's would be replaced.
+DEMO_FILES = tuple(
+    f"{prefix}-{split}.csv"
+    for prefix in ("ids-sst", "quora", "sts")
+    for split in ("train", "dev", "test-student")
+)
+
 _TASK_SEED = {"sst": 1, "para": 2, "sts": 3}
 _SPLIT_SEED = {"train": 1, "dev": 2, "test": 3}
 
@@ -233,7 +240,8 @@ def write_demo_data(
     n_dev: int = 300,
     n_test: int = 300,
 ) -> dict[str, Path]:
-    """Write the 8 CS224N-layout demo files into `out_dir`; returns file name -> path.
+    """Write the 9 CS224N-layout demo files (DEMO_FILES) into `out_dir`, replacing files of
+    the same names; returns file name -> path.
 
     n_train is the number of (valid) train rows for (sst, para, sts), or one int for all three.
     quora-train.csv gets one extra malformed row (empty label), as the real file has two.
