@@ -291,15 +291,25 @@ def check_local_data(spec: SweepSpec) -> None:
         raise ConfigError(f"{spec.path}: {e}") from None
 
 
-def check_storage(storage: str) -> None:
-    """A local `--storage` folder must be creatable before anything starts."""
+def check_storage(storage: str) -> list[Path]:
+    """A local `--storage` folder must be creatable before anything starts; returns the
+    folders it created (parents first), for removal if the sweep does not start."""
     if "://" in storage:
-        return
+        return []
+    path = Path(storage)
+    created = [q for q in (path, *path.parents) if not q.exists()][::-1]
     try:
-        Path(storage).mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--storage {storage}: cannot create the folder: "
                           f"{e.strerror or e}") from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):  # not empty: the sweep wrote into it
+            folder.rmdir()
 
 
 def _autoscaling() -> bool:
@@ -355,8 +365,12 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
     else:
         check_local_data(spec)
     check_reachable(tracking_uri)
-    check_storage(storage)
-    where = _init_ray(opts, spec)
+    created = check_storage(storage)
+    try:
+        where = _init_ray(opts, spec)
+    except BaseException:
+        _remove_empty(created)
+        raise
     failed = False  # an unexpected error: the local Ray's logs are kept for it
     try:
         check_resources(spec, existing_cluster=existing)
@@ -392,6 +406,7 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
             spec, opts, tracker, storage, cache_dir, commit, num_samples, run_name))
         return summary
     except (MtsweepError, KeyboardInterrupt):  # the user's to fix, or an interruption
+        _remove_empty(created)  # a sweep refused before its first trial leaves no folder
         raise
     except BaseException:
         failed = True

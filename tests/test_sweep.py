@@ -234,13 +234,23 @@ def test_one_worker_trials_share_a_warm_process_and_keep_their_checkpoints(
         assert saved["overall"] == pytest.approx(history[3])
 
 
+def _launch_json(tmp_path, sweep: dict, cache_dir, status: int = 0):
+    """Write `sweep` to a file, launch it with --json; (completed process, summary, client)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path / f"{sweep['name']}.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
+    assert r.returncode == status, r.stdout[-3000:] + r.stderr[-5000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    return r, out, MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
 def test_asha_trials_that_train_every_epoch_log_their_model(tmp_path, demo_dir, cache_dir):
     """`tracking.log_model: true` under ASHA, one-worker trials: ASHA stops every trial at its
     last epoch (max_t), from within that epoch's report, so the model is saved and logged
     before it. A trial that trained every epoch has `model/` and `mtsweep predict RUN_ID`
     uses it; one stopped early has none, and predict says why."""
-    from mlflow.tracking import MlflowClient
-
     base = tiny_dict(demo_dir, epochs=2)
     base["data"]["train_limit"] = {"sst": 64, "para": 64, "sts": 64}
     base["data"].pop("dev_limit", None)  # the whole dev sets, as predict sees them
@@ -250,12 +260,7 @@ def test_asha_trials_that_train_every_epoch_log_their_model(tmp_path, demo_dir, 
              "scheduler": {"name": "asha", "args": {"grace_period": 1, "reduction_factor": 2}},
              "resources": {"workers": 1, "cpus_per_worker": 1},
              "tracking": {"log_model": True}}
-    path = tmp_path / "models.yaml"
-    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    r, out, client = _launch_json(tmp_path, sweep, cache_dir)
     by_epochs: dict[int, list[str]] = {1: [], 2: []}
     for trial in out["trials"]:
         run = client.get_run(trial["run_id"])
@@ -287,19 +292,12 @@ def test_a_sweep_that_runs_out_of_time_closes_the_trial_it_cut(tmp_path, demo_di
     """`search.time_budget_s`: Ray Tune stops the running trial when the budget is spent. The
     sweep ends normally (exit 0, sweep run FINISHED) and the cut trial's run is closed as
     stopped early, with the reason, rather than left running."""
-    from mlflow.tracking import MlflowClient
-
     base = tiny_dict(demo_dir, epochs=200)
     base["data"]["dev_limit"] = {"sst": 16, "para": 16, "sts": 16}
     sweep = {"name": "budget", "base": base, "space": {"optim.lr": [1e-3, 2e-3]},
              "search": {"algorithm": "grid", "max_concurrent": 1, "time_budget_s": 15},
              "resources": {"workers": 1, "cpus_per_worker": 1}}
-    path = tmp_path / "budget.yaml"
-    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    r, out, client = _launch_json(tmp_path, sweep, cache_dir)
     assert client.get_run(out["parent_run_id"]).info.status == "FINISHED"
     trial, = out["trials"]
     run = client.get_run(trial["run_id"])
@@ -311,18 +309,11 @@ def test_a_sweep_that_runs_out_of_time_closes_the_trial_it_cut(tmp_path, demo_di
 def test_a_sweep_whose_every_trial_failed_is_a_failed_sweep(tmp_path, demo_dir, cache_dir):
     """Exit status 1 and the sweep run FAILED (not FINISHED) when no trial succeeded; each
     failure is one line on the driver's stderr."""
-    from mlflow.tracking import MlflowClient
-
     sweep = {"name": "allfail", "base": tiny_dict(demo_dir, epochs=1),
              "space": {"data.dir": [str(tmp_path / "no-such-data")]},
              "search": {"algorithm": "grid"}, "resources": {"workers": 1, "cpus_per_worker": 1}}
-    path = tmp_path / "allfail.yaml"
-    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
-    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-5000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    r, out, client = _launch_json(tmp_path, sweep, cache_dir, status=1)
     assert [t["status"] for t in out["trials"]] == ["FAILED"]
     failed = [line for line in r.stderr.splitlines() if line.startswith("trial ")]
     assert len(failed) == 1 and "no-such-data does not exist" in failed[0], r.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_run(out["parent_run_id"]).info.status == "FAILED"
