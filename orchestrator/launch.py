@@ -37,7 +37,7 @@ from orchestrator.tracking import (
     without_credentials,
 )
 from orchestrator.trial import TrialContext, join_storage, optuna_trial_number, run_trial
-from trainables.cli import _at_least_one
+from trainables.cli import _at_least_one, make_folder
 from trainables.errors import ConfigError, MtsweepError
 
 TASK_METRICS = ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean")
@@ -296,14 +296,7 @@ def check_storage(storage: str) -> list[Path]:
     folders it created (parents first), for removal if the sweep does not start."""
     if "://" in storage:
         return []
-    path = Path(storage)
-    created = [q for q in (path, *path.parents) if not q.exists()][::-1]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--storage {storage}: cannot create the folder: "
-                          f"{e.strerror or e}") from None
-    return created
+    return make_folder(storage, "--storage")
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -246,7 +246,7 @@ def _closed_port() -> int:
     (["--num-samples", "0"], "argument --num-samples: expected a whole number ≥ 1, got '0'"),
     (["--num-cpus", "-1"], "argument --num-cpus: expected a whole number ≥ 1, got '-1'"),
     (["--storage", "/proc/mtsweep-runs"],
-     "error: --storage /proc/mtsweep-runs: cannot create the folder: No such file or directory"),
+     "error: /proc/mtsweep-runs: cannot create the --storage folder: No such file or directory"),
     (["--address", "127.0.0.1:PORT"], "error: cannot reach the Ray cluster at 127.0.0.1:PORT: "
                                       "Connection refused"),
     (["--address", "no-port"], "error: --address no-port: expected host:port"),
