@@ -70,13 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     trainable_cli.setup_logging()
-    try:
-        return trainable_cli.guarded(args.run, args)
-    except OSError as e:  # a path the user gave that cannot be read or written
-        if e.filename is None:
-            raise
-        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
-        return 2
+    return trainable_cli.guarded(args.run, args)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from orchestrator.tracking import (
     without_credentials,
 )
 from orchestrator.trial import TrialContext, join_storage, optuna_trial_number, run_trial
-from trainables.cli import _at_least_one, make_folder
+from trainables.cli import _at_least_one, make_folder, remove_empty
 from trainables.errors import ConfigError, MtsweepError
 
 TASK_METRICS = ("sst_acc", "para_acc", "sts_corr", "overall", "overall_mean")
@@ -53,11 +53,6 @@ class LaunchOptions:
     num_cpus: int | None = None
     verbose: bool = False
     json: bool = False
-
-
-def max_epochs(spec: SweepSpec) -> int:
-    """The most epochs any trial of the sweep can run (ASHA/HyperBand's max_t)."""
-    return spec.max_epochs()
 
 
 def absolute_data_dir(spec: SweepSpec, cwd: str | None = None) -> SweepSpec:
@@ -214,6 +209,14 @@ def _trial_error(trial) -> str:
 _LOCAL_RAY_TEMP: list[str] = []
 
 
+def local_ray_temp() -> str:
+    """A new temp folder for a local Ray (short: Ray's socket paths live in it; its own: other
+    Ray instances may run on the machine), removed by `shutdown_ray`."""
+    temp = tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp")
+    _LOCAL_RAY_TEMP.append(temp)
+    return temp
+
+
 def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     import ray
 
@@ -222,8 +225,7 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     # the driver ~3 ms per result).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     address = opts.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        check_ray_address(address)
+    if address:  # checked by the caller (check_ray_address) before anything started
         ray.init(address=address, log_to_driver=opts.verbose)
         TerminationSignal.reinstall()
         return f"Ray cluster at {address}"
@@ -232,10 +234,7 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     # Inherited by every Ray process: on a loaded machine starting N workers can take longer
     # than Ray Train's default minute.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
-    # A short temp dir of its own: socket paths must stay short, and other Ray instances may
-    # run on the same machine.
-    temp = tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp")
-    _LOCAL_RAY_TEMP.append(temp)
+    temp = local_ray_temp()
     ray.init(
         num_cpus=cpus, num_gpus=None, include_dashboard=True, dashboard_host="127.0.0.1",
         _temp_dir=temp, log_to_driver=opts.verbose, configure_logging=True,
@@ -299,12 +298,6 @@ def check_storage(storage: str) -> list[Path]:
     return make_folder(storage, "--storage")
 
 
-def _remove_empty(folders: list[Path]) -> None:
-    for folder in reversed(folders):
-        with contextlib.suppress(OSError):  # not empty: the sweep wrote into it
-            folder.rmdir()
-
-
 def _autoscaling() -> bool:
     """Whether the cluster runs Ray's autoscaler (it publishes its status in the GCS)."""
     try:
@@ -362,10 +355,9 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
     try:
         where = _init_ray(opts, spec)
     except BaseException:
-        _remove_empty(created)
+        remove_empty(created)
         raise
-    failed = False  # an unexpected error: the local Ray's logs are kept for it
-    try:
+    with stopping_ray(created):
         check_resources(spec, existing_cluster=existing)
         experiment_id = get_or_create_experiment(tracking_uri, experiment)
         tracker = SweepTracker(tracking_uri, experiment_id)
@@ -398,8 +390,18 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
         summary = closing_sweep_run(tracker, lambda: _run_tuner(
             spec, opts, tracker, storage, cache_dir, commit, num_samples, run_name))
         return summary
-    except (MtsweepError, KeyboardInterrupt):  # the user's to fix, or an interruption
-        _remove_empty(created)  # a sweep refused before its first trial leaves no folder
+
+
+@contextlib.contextmanager
+def stopping_ray(created: list[Path] = ()):
+    """Stop Ray when the block ends. A local Ray's logs are kept only after an unexpected
+    error; a sweep refused (the user's mistake) or interrupted removes the still empty
+    folders in `created`."""
+    failed = False
+    try:
+        yield
+    except (MtsweepError, KeyboardInterrupt):
+        remove_empty(list(created))
         raise
     except BaseException:
         failed = True
@@ -475,7 +477,7 @@ def _run_tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=limited,
-            scheduler=build_scheduler(spec.scheduler, max_epochs(spec)),
+            scheduler=build_scheduler(spec.scheduler, spec.max_epochs()),
             metric=spec.scheduler.metric, mode=spec.scheduler.mode,
             num_samples=num_samples, time_budget_s=s.time_budget_s,
             # A trial that trains in its own process leaves it warm for the next one.

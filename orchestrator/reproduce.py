@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -356,6 +355,7 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from orchestrator.launch import local_ray_temp, shutdown_ray
     from orchestrator.trial import train_worker
 
     workers, cpus, gpus = 1, 1.0, 0.0
@@ -367,9 +367,8 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
         gpus = float(params.get("resources.gpus_per_worker", gpus))
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     print(f"on Ray: {workers} worker(s) × {resources}", flush=True)
-    temp = tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp")  # short: Ray's socket paths
     ray.init(num_cpus=max(os.cpu_count() or 1, int(workers * cpus)), include_dashboard=False,
-             _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
+             _temp_dir=local_ray_temp(), log_to_driver=False, logging_level="ERROR")
     fitted = False
     try:
         trainer = TorchTrainer(
@@ -390,11 +389,7 @@ def _train_on_ray(config, tracker: SweepTracker, new_id: str, uri: str, run, tmp
         trainer.fit()
         fitted = True
     finally:
-        ray.shutdown()
-        if fitted:
-            shutil.rmtree(temp, ignore_errors=True)
-        else:
-            print(f"Ray's logs: {temp}/session_latest/logs", file=sys.stderr, flush=True)
+        shutdown_ray(keep_logs=not fitted)
     history: dict[int, dict[str, Any]] = {}
     c = tracker.client
     for key in c.get_run(new_id).data.metrics:

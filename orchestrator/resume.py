@@ -21,11 +21,12 @@ from orchestrator.launch import (
     TerminationSignal,
     _init_ray,
     absolute_data_dir,
+    check_ray_address,
     check_resources,
     closing_sweep_run,
     finish,
     make_trainable,
-    shutdown_ray,
+    stopping_ray,
     sweep_fingerprint,
 )
 from orchestrator.reproduce import check_run_store, get_run
@@ -129,9 +130,10 @@ def resume(path: str | Path, tracking_uri: str | None = None, address: str | Non
                           f"(no tuner.pkl): it cannot be resumed")
     opts = LaunchOptions(num_cpus=meta.get("num_cpus"), address=address)
     existing = bool(address or os.environ.get("RAY_ADDRESS"))
+    if existing:
+        check_ray_address(address or os.environ["RAY_ADDRESS"])
     where = _init_ray(opts, spec)
-    failed = False  # an unexpected error: the local Ray's logs are kept for it
-    try:
+    with stopping_ray():
         check_resources(spec, existing_cluster=existing)
         tracker = SweepTracker(uri, meta["experiment_id"], meta["parent_run_id"])
         tracker.client.update_run(meta["parent_run_id"], status="RUNNING")
@@ -149,13 +151,6 @@ def resume(path: str | Path, tracking_uri: str | None = None, address: str | Non
                           folder)
 
         return closing_sweep_run(tracker, run)
-    except (MtsweepError, KeyboardInterrupt):  # the user's to fix, or an interruption
-        raise
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        shutdown_ray(keep_logs=failed)
 
 
 def run_resume(args) -> int:

@@ -615,10 +615,11 @@ def _check_grace_period(spec: SweepSpec) -> None:
     grace = s.args.get("grace_period")
     if s.name != "asha" or grace is None or "max_t" in s.args:
         return
-    if grace > spec.max_epochs():
+    max_t = spec.max_epochs()
+    if grace > max_t:
         raise _err(spec.path, "scheduler.args.grace_period",
                    f"{grace} is more than the most epochs a trial of this sweep runs "
-                   f"({spec.max_epochs()}), ASHA's max_t")
+                   f"({max_t}), ASHA's max_t")
 
 
 def _apply_sweep_overrides(

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -86,6 +87,13 @@ def make_folder(path: str | Path, what: str) -> list[Path]:
     return created
 
 
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders `make_folder` created (children first) that are still empty."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):  # not empty: something was written into it
+            folder.rmdir()
+
+
 def run_train(args: argparse.Namespace) -> int:
     from trainables.config import TrialConfig
     from trainables.runtime import Runtime
@@ -114,12 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1
     except BaseException:
-        # A run that fails before it writes anything (bad data, say) leaves no empty folders.
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass  # not empty
+        remove_empty(created)  # a run that fails before it writes anything (bad data, say)
         raise
     from accelerate import PartialState
 
@@ -184,6 +187,11 @@ def guarded(fn, args) -> int:
     except MtsweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the user gave that cannot be read or written
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -194,10 +202,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_train_arguments(p)
     args = p.parse_args(argv)
     setup_logging()
-    try:
-        return guarded(run_train, args)
-    except OSError as e:  # as `mtsweep train`: a path that cannot be read or written
-        if e.filename is None:
-            raise
-        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
-        return 2
+    return guarded(run_train, args)

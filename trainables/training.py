@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, flatten
 from trainables.data.batching import collate
 from trainables.data.loading import BatchStream, TaskSplit, batches_per_pass, load_task_splits
 from trainables.encoder import load_encoder
@@ -403,7 +403,7 @@ def _read_resume_state(folder: Path, config: TrialConfig) -> tuple[dict, dict]:
         raise CheckpointError(f"{state_file}: not a trainer state ({_load_problem(e)})") from None
     if fingerprint != config.fingerprint():
         raise ConfigError(f"{folder}: checkpoint belongs to a different trial config "
-                          f"({_config_difference(state.get('config'), config)})")
+                          f"({_config_difference(state.get('config'), fingerprint, config)})")
     if epoch < 1:
         raise CheckpointError(f"{state_file}: epoch {epoch} is not an epoch checkpoint")
     if not (folder / SCHEDULER_FILE).is_file():
@@ -569,20 +569,18 @@ def _format_epoch(m: dict[str, Any], epochs: int) -> str:
     return " · ".join(parts)
 
 
-def _config_difference(saved: Any, config: TrialConfig, shown: int = 4) -> str:
+def _config_difference(saved: Any, fingerprint: str, config: TrialConfig, shown: int = 4) -> str:
     """The keys where a checkpoint's config and this one differ, e.g. `epochs: 2 in the
-    checkpoint, 3 here` (the fingerprints when the checkpoint holds no readable config)."""
-    from trainables.config import flatten
-
-    if not isinstance(saved, dict):
-        return f"fingerprint {config.fingerprint()} here"
-    old, new = flatten(saved), flatten(config.to_dict())
-    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if not keys:
-        return f"fingerprint {config.fingerprint()} here"
+    checkpoint, 3 here` (the two fingerprints when the checkpoint holds no readable config)."""
+    differ = []
+    if isinstance(saved, dict):
+        old, new = flatten(saved), flatten(config.to_dict())
+        differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if not differ:
+        return f"{fingerprint} ≠ {config.fingerprint()}"
     parts = [f"{k}: {old.get(k, '(none)')!r} in the checkpoint, {new.get(k, '(none)')!r} here"
-             for k in keys[:shown]]
-    more = f"; … ({len(keys) - shown} more)" if len(keys) > shown else ""
+             for k in differ[:shown]]
+    more = f"; … ({len(differ) - shown} more)" if len(differ) > shown else ""
     return "; ".join(parts) + more
 
 
