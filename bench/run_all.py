@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"{', '.join(k for k in BENCHMARKS if k not in OPT_IN)}; "
                         f"{', '.join(OPT_IN)} only when named)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md",
-                   help="the report (default bench/RESULTS.md); plots go to plots/ beside it")
+                   help="the report (default bench/RESULTS.md); plots go to plots/ beside it, "
+                   "plots/NAME/ for RESULTS-NAME.md")
     a = p.parse_args(argv)
     if a.only:
         keys = [k.strip() for k in a.only.split(",") if k.strip()]
@@ -194,8 +195,11 @@ def _anchor(res: Result) -> str:
 
 
 def copy_plots(results: list[tuple[Result, float]], out: Path) -> dict[str, list[str]]:
-    """Copy each result's files into plots/ beside the report; {key: [relative paths]}."""
-    plots = out.parent / "plots"
+    """Copy each result's files into plots/ beside the report (plots/NAME/ for a report named
+    RESULTS-NAME.md, so that it leaves the main report's plots alone); {key: [relative paths]}."""
+    sub = out.stem.removeprefix("RESULTS-") if out.stem.startswith("RESULTS-") else ""
+    rel = f"plots/{sub}" if sub else "plots"
+    plots = out.parent / rel
     links: dict[str, list[str]] = {}
     for res, _ in results:
         for f in res.files:
@@ -206,7 +210,7 @@ def copy_plots(results: list[tuple[Result, float]], out: Path) -> dict[str, list
             dest = plots / f.name
             if f.resolve() != dest.resolve():
                 shutil.copyfile(f, dest)
-            links.setdefault(res.key, []).append(f"plots/{f.name}")
+            links.setdefault(res.key, []).append(f"{rel}/{f.name}")
     return links
 
 

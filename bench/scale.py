@@ -3,12 +3,14 @@
 (a) Driver overhead: Ray Tune with mtsweep's OptunaSearch (TPE over the space of
     `search_spaces/full.yaml`) and ASHA, on a local multi-node Ray (`ray.cluster_utils.Cluster`:
     a head with no CPUs for trials + 3 nodes of 2 logical CPUs), running trials that only sleep
-    and report (3 reports, 0.05 s apart) for 10 → 100 → 300 trials (--quick: 10 → 30;
+    and report (3 reports, 0.05 s apart) for 10 → 100 → 300 trials, and once more at the largest
+    size with Optuna's own TPE sampler instead of the sweep's (--quick: 10 → 30;
     MTSWEEP_BENCH_SCALE_TRIALS=10,100,1000 adds the 1,000-trial point, about 4 minutes more).
     Overhead per trial = (wall − ideal) ÷ trials, per result = (wall − ideal) ÷ results, where
     ideal = results × 0.05 s ÷ concurrency (what perfect packing of the sleeps would take).
-(b) Optuna suggestion time: the same TPE sampler (`orchestrator.space.make_sampler`), ask/tell
-    in-process (no Ray) while the number of finished trials grows 0 → 500 (--quick: 0 → 100).
+(b) Optuna suggestion time: the sweep's TPE sampler (`orchestrator.space.make_sampler`) and
+    Optuna's own `TPESampler` with the same arguments, ask/tell in-process (no Ray), asked in
+    turn, while the number of finished trials grows 0 → 500 (--quick: 0 → 100).
 (c) MLflow write rate: `log_batch` of one epoch's metrics (15 values) per call, calls/s
     sustained by a SQLite store and by a PostgreSQL store (a throw-away local server), against
     what a sweep needs (1,000 trials reporting an epoch every 30 s = 33 calls/s).
@@ -84,8 +86,21 @@ def _result_counter():
     return Count()
 
 
-def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
-    """One Tuner.fit per size on the multi-node local cluster; a row per size."""
+def _samplers(spec) -> dict[str, Any]:
+    """The two TPE samplers compared: Optuna's class and mtsweep's, as `make_sampler` builds
+    them for the sweep (same arguments, seed 0)."""
+    from unittest import mock
+
+    from orchestrator import tpe
+    from orchestrator.space import make_sampler
+
+    with mock.patch.object(tpe, "supported", lambda *a: False):
+        stock = make_sampler(spec, seed=0)
+    return {"Optuna": stock, "mtsweep": make_sampler(spec, seed=0)}
+
+
+def driver_overhead(runs: list[tuple[int, str]], storage: Path) -> list[dict[str, float]]:
+    """One Tuner.fit per (trials, sampler) on the multi-node local cluster; a row per run."""
     import ray
     from ray import tune
     from ray.cluster_utils import Cluster
@@ -93,7 +108,7 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
     from ray.tune.schedulers import ASHAScheduler
 
     from orchestrator.searcher import OptunaSearch
-    from orchestrator.space import load_sweep, make_sampler
+    from orchestrator.space import load_sweep
 
     spec = load_sweep(FULL_YAML)
     # The driver as `mtsweep launch` configures it: mtsweep's searcher, and of Tune's own
@@ -119,10 +134,10 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
         _say(f"cluster up in {time.perf_counter() - t0:.1f} s "
              f"({NODES} nodes × {CPUS_PER_NODE} CPUs)")
         concurrency = NODES * CPUS_PER_NODE
-        for n in sizes:
+        for n, sampler in runs:
             count = _result_counter()
             searcher = OptunaSearch(space=spec.define_by_run, metric="overall", mode="max",
-                                    sampler=make_sampler(spec, seed=0))
+                                    sampler=_samplers(spec)[sampler])
             tuner = tune.Tuner(
                 tune.with_resources(_sleeper, {"cpu": 1}),
                 tune_config=tune.TuneConfig(
@@ -131,7 +146,7 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
                                             **spec.scheduler.args),
                     reuse_actors=True,
                 ),
-                run_config=tune.RunConfig(name=f"driver-{n}", storage_path=str(storage),
+                run_config=tune.RunConfig(name=f"driver-{n}-{sampler}", storage_path=str(storage),
                                           verbose=0, callbacks=[count, JsonLoggerCallback()]),
             )
             t1, c1 = time.perf_counter(), time.process_time()
@@ -145,15 +160,15 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
                 "trials": n, "results": count.results, "wall": wall, "ideal": ideal,
                 "per_trial": (wall - ideal) / n, "per_result": (wall - ideal) / count.results,
                 "cpu": cpu, "cpu_per_result": cpu / count.results, "errors": errors,
-                "concurrency": concurrency, "marginal": None,
+                "concurrency": concurrency, "marginal": None, "sampler": sampler,
             }
-            if rows:  # the cost of the extra trials over the previous size: no fixed costs
-                prev = rows[-1]
+            prev = next((r for r in reversed(rows) if r["sampler"] == sampler), None)
+            if prev is not None:  # the cost of the extra trials over the previous size
                 row["marginal"] = ((wall - ideal) - (prev["wall"] - prev["ideal"])) / (
                     n - prev["trials"])
             rows.append(row)
-            _say(f"{n} trials, {count.results} results: {wall:.1f} s wall, driver CPU "
-                 f"{cpu:.1f} s, {1000 * (wall - ideal) / n:.0f} ms overhead per trial")
+            _say(f"{n} trials ({sampler}'s TPE), {count.results} results: {wall:.1f} s wall, "
+                 f"driver CPU {cpu:.1f} s, {1000 * (wall - ideal) / n:.0f} ms overhead per trial")
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
@@ -167,29 +182,40 @@ def driver_overhead(sizes: list[int], storage: Path) -> list[dict[str, float]]:
 # ---- (b) Optuna suggestion time ----------------------------------------------------------------
 
 
-def optuna_suggest(n_max: int) -> list[float]:
-    """Seconds of each ask (sampling every active parameter) with 0 … n_max-1 trials finished."""
+def optuna_suggest(n_max: int) -> dict[str, Any]:
+    """Seconds of each ask (sampling every active parameter) with 0 … n_max-1 trials finished,
+    for Optuna's TPE sampler and mtsweep's, each with its own study, fed the same values and
+    asked in turn (the order flipped at every ask). Also whether their proposals agree."""
     import warnings
 
     import optuna
 
-    from orchestrator.space import load_sweep, make_sampler
+    from orchestrator.space import load_sweep
 
     spec = load_sweep(FULL_YAML)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(0)
-    times = []
+    times: dict[str, list[float]] = {}
+    studies = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        study = optuna.create_study(sampler=make_sampler(spec, seed=0), direction="maximize")
+        for name, sampler in _samplers(spec).items():
+            studies[name] = optuna.create_study(sampler=sampler, direction="maximize")
+            times[name] = []
         dbr = spec.define_by_run
-        for _ in range(n_max):
-            t0 = time.perf_counter()
-            trial = study.ask()
-            dbr(trial)
-            times.append(time.perf_counter() - t0)
-            study.tell(trial, rng.random())
-    return times
+        same = 0
+        for i in range(n_max):
+            value = rng.random()
+            proposals = {}
+            for name in (list(studies) if i % 2 == 0 else list(reversed(studies))):
+                t0 = time.perf_counter()
+                trial = studies[name].ask()
+                dbr(trial)
+                times[name].append(time.perf_counter() - t0)
+                proposals[name] = trial.params
+                studies[name].tell(trial, value)
+            same += len({repr(sorted(p.items())) for p in proposals.values()}) == 1
+    return {"times": times, "same": same}
 
 
 # ---- (c) MLflow write rate ------------------------------------------------------------------------
@@ -394,16 +420,17 @@ def _window_medians(times: list[float], width: int = 10) -> list[tuple[int, floa
             for i in range(0, len(times) - width + 1, width)]
 
 
-def _plot_optuna(times: list[float], path: Path) -> None:
+def _plot_optuna(times: dict[str, list[float]], path: Path) -> None:
     plt = plot_setup()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(range(len(times)), [1000 * t for t in times], ".", alpha=0.35, label="one ask")
-    med = _window_medians(times)
-    ax.plot([i + 5 for i, _ in med], [1000 * m for _, m in med], "-", lw=2,
-            label="median of 10")
+    for (name, ts), color in zip(times.items(), ("#c44e52", "#4c72b0")):
+        ax.plot(range(len(ts)), [1000 * t for t in ts], ".", alpha=0.25, color=color)
+        med = _window_medians(ts)
+        ax.plot([i + 5 for i, _ in med], [1000 * m for _, m in med], "-", lw=2, color=color,
+                label=f"{name}'s TPESampler (median of 10 asks)")
     ax.set_xlabel("finished trials")
     ax.set_ylabel("suggestion time (ms)")
-    ax.set_title("Optuna TPE (multivariate) on the space of full.yaml")
+    ax.set_title("TPE (multivariate, grouped) on the space of full.yaml")
     ax.grid(True, alpha=0.3)
     ax.legend()
     save_figure(fig, path)
@@ -446,15 +473,21 @@ def run(quick: bool, workdir: Path) -> Result:
     writers = 0 if quick else 4  # processes writing at once (the spawns take ~10 s: not quick)
     files = []
 
-    _say(f"Optuna TPE ask/tell, 0 → {n_optuna} finished trials")
-    times = optuna_suggest(n_optuna)
+    _say(f"Optuna TPE ask/tell, 0 → {n_optuna} finished trials, Optuna's sampler and mtsweep's")
+    opt = optuna_suggest(n_optuna)
+    times, stock_times = opt["times"]["mtsweep"], opt["times"]["Optuna"]
     _say(f"MLflow log_batch, {mlflow_s:g} s per store and writer count")
     rates, pg_why = mlflow_rates(mlflow_s, writers, workdir)
+    # mtsweep's sampler at every size; Optuna's at the largest too, just before it.
+    runs = [(n, "mtsweep") for n in sizes[:-1]] + [(sizes[-1], "Optuna"),
+                                                   (sizes[-1], "mtsweep")]
     _say(f"driver overhead, {' → '.join(map(str, sizes))} trials")
-    drv = driver_overhead(sizes, workdir / "ray")
+    all_drv = driver_overhead(runs, workdir / "ray")
+    drv = [r for r in all_drv if r["sampler"] == "mtsweep"]
+    drv_stock = next(r for r in all_drv if r["sampler"] == "Optuna")
 
     for name, plot, arg in (("scale_driver.png", _plot_driver, drv),
-                            ("scale_optuna.png", _plot_optuna, times),
+                            ("scale_optuna.png", _plot_optuna, opt["times"]),
                             ("scale_mlflow.png", _plot_mlflow, rates)):
         plot(arg, workdir / name)
         files.append(workdir / name)
@@ -470,21 +503,27 @@ def run(quick: bool, workdir: Path) -> Result:
         return max(rates[k]["rate"], rates[k]["concurrent"]["rate"])
 
     store = max(rates, key=best_rate)
+    stock_capacity = (1 / drv_stock["cpu_per_result"] if drv_stock["cpu_per_result"] > 0
+                      else float("inf"))
     headroom = {"driver": driver_capacity / NEEDED_RATE,
                 f"MLflow ({store})": best_rate(store) / NEEDED_RATE}
     bottleneck = min(headroom, key=headroom.get)
     ratio = headroom[bottleneck]
     met = ratio >= 1
 
-    drv_rows = [[r["trials"], r["results"], f"{r['wall']:.1f}", f"{r['ideal']:.1f}",
+    drv_rows = [[r["trials"], r["sampler"], r["results"], f"{r['wall']:.1f}", f"{r['ideal']:.1f}",
                  f"{1000 * r['per_trial']:.0f}",
                  "–" if r["marginal"] is None else f"{1000 * r['marginal']:.0f}",
                  f"{1000 * r['per_result']:.0f}", f"{r['results'] / r['wall']:.1f}",
                  f"{r['cpu']:.1f}", f"{1000 * r['cpu_per_result']:.1f}", r["errors"]]
-                for r in drv]
+                for r in all_drv]
     win = _window_medians(times)
+    win_stock = dict(_window_medians(stock_times))
     opt_marks = sorted({0, 10, 50, 100, 200, 300, 400, len(times) - 10} & {i for i, _ in win})
-    opt_rows = [[f"{i}–{i + 9}", f"{1000 * dict(win)[i]:.1f}"] for i in opt_marks]
+    opt_rows = [[f"{i}–{i + 9}", f"{1000 * win_stock[i]:.1f}", f"{1000 * dict(win)[i]:.1f}",
+                 f"{win_stock[i] / dict(win)[i]:.2f}×"] for i in opt_marks]
+    last = len(times) - 10
+    ask_speedup = win_stock[last] / dict(win)[last]
     ml_rows = [[k, v["calls"], f"{v['rate']:.0f}", f"{v['ms_per_call']:.1f}",
                 f"{min(v['per_second'] or [0])}–{max(v['per_second'] or [0])}",
                 f"{v['concurrent']['rate']:.0f}" if writers else "–",
@@ -512,15 +551,17 @@ def run(quick: bool, workdir: Path) -> Result:
         "(`make_sampler`); `reuse_actors=True` so that process start-up (paid on the worker "
         "nodes in a real cluster) stays out. Ideal = results × sleep ÷ concurrency.",
         "",
-        md_table(["trials", "results", "wall s", "ideal s", "overhead ms / trial",
-                  "marginal ms / trial", "overhead ms / result", "results/s",
-                  "driver CPU s", "driver CPU ms / result", "errors"], drv_rows,
-                 "rrrrrrrrrrr"),
+        md_table(["trials", "TPE sampler", "results", "wall s", "ideal s",
+                  "overhead ms / trial", "marginal ms / trial", "overhead ms / result",
+                  "results/s", "driver CPU s", "driver CPU ms / result", "errors"], drv_rows,
+                 "rlrrrrrrrrrr"),
         "",
         "Overhead = wall − ideal; marginal = the extra overhead of the extra trials over the "
         "previous size (Tune's start-up and the first actors left out). Driver CPU = the "
         "CPU time of the driver process (Tune's event loop, the searcher, the scheduler, "
-        "result handling; all its threads) during `Tuner.fit`.",
+        "result handling; all its threads) during `Tuner.fit`. *TPE sampler*: mtsweep's "
+        "(`orchestrator/tpe.py`, what sweeps use) or Optuna's own `TPESampler` with the same "
+        f"arguments, run once at {big['trials']} trials just before mtsweep's for comparison.",
         "",
         f"At {big['trials']} trials the whole system handled "
         f"{big['results'] / big['wall']:.1f} results/s on these 2 shared cores (wall-clock "
@@ -528,16 +569,23 @@ def run(quick: bool, workdir: Path) -> Result:
         f"results/s). The driver itself spent {1000 * big['cpu_per_result']:.1f} ms of CPU per "
         f"result (its trials' share included): one core of its own sustains "
         f"{driver_capacity:.0f} results/s = **{headroom['driver']:.2f}×** what "
-        f"{SWEEP_TRIALS:,} trials need.",
+        f"{SWEEP_TRIALS:,} trials need. With Optuna's own TPE sampler: "
+        f"{1000 * drv_stock['cpu_per_result']:.1f} ms per result, "
+        f"{stock_capacity / NEEDED_RATE:.2f}×.",
         "",
         "### (b) Optuna suggestion time as the study grows",
         "",
         f"`study.ask()` + the sweep's define-by-run function (the space of "
         f"`{FULL_YAML.name}`: conditional branches, ~30 parameters), multivariate grouped TPE "
-        f"as `make_sampler` builds it, random objective values told back; no Ray. Median of "
-        f"each window of 10 asks; {len(times)} asks took {total_opt:.1f} s in all.",
+        f"as `make_sampler` builds it, random objective values told back; no Ray. Two "
+        f"studies fed the same values, one with Optuna's `TPESampler`, one with mtsweep's "
+        f"(same arguments and seed), asked in turn, the order flipped at every ask. Median of "
+        f"each window of 10 asks; {len(times)} asks took {sum(stock_times):.1f} s with "
+        f"Optuna's sampler, {total_opt:.1f} s with mtsweep's. The two proposed the same "
+        f"parameters at {opt['same']} of {len(times)} asks.",
         "",
-        md_table(["finished trials", "ms per suggestion"], opt_rows, "rr"),
+        md_table(["finished trials", "Optuna's TPE, ms per suggestion",
+                  "mtsweep's TPE, ms", "Optuna ÷ mtsweep"], opt_rows, "rrrr"),
         "",
         "### (c) MLflow write rate",
         "",
@@ -550,7 +598,8 @@ def run(quick: bool, workdir: Path) -> Result:
         "on). No tracking server in between (it would add an HTTP hop per call).",
         "",
         md_table(["store", "calls (1 writer)", "calls/s", "ms per call",
-                  "calls in each second", f"calls/s, {writers or 'several'} writers", "failed calls",
+                  "calls in each second", f"calls/s, {writers or 'several'} writers",
+                  "failed calls",
                   f"best ÷ needed ({NEEDED_RATE:.0f}/s)"], ml_rows, "lrrrrrrr"),
         "",
         *([f"First error with {writers} writers — " + "; ".join(errors) + ".", ""]
@@ -562,8 +611,10 @@ def run(quick: bool, workdir: Path) -> Result:
     pg = rates.get("PostgreSQL", {}).get("rate")
     summary = (
         f"driver overhead {1000 * big['per_trial']:.0f} ms/trial (wall), "
-        f"{1000 * big['cpu_per_result']:.0f} ms CPU/result at {big['trials']} trials; TPE ask {1000 * win[-1][1]:.0f} ms at "
-        f"{len(times)} trials; MLflow {_rates_text(rates['SQLite'])} SQLite"
+        f"{1000 * big['cpu_per_result']:.0f} ms CPU/result at {big['trials']} trials "
+        f"(Optuna's TPE: {1000 * drv_stock['cpu_per_result']:.0f}); TPE ask "
+        f"{1000 * win[-1][1]:.0f} ms at {len(times)} trials ({ask_speedup:.1f}× faster than "
+        f"Optuna's); MLflow {_rates_text(rates['SQLite'])} SQLite"
         + (f", {_rates_text(rates['PostgreSQL'])} PostgreSQL" if pg else
            " (PostgreSQL skipped)")
         + f"; bottleneck {bottleneck}"

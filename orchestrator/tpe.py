@@ -156,7 +156,8 @@ class TPESampler(optuna.samplers.TPESampler):
             self._side_rows = {}
         below_trials, above_trials = self._split
 
-        mpe_below = self._build_parzen_estimator(study, search_space, below_trials, handle_below=True)
+        mpe_below = self._build_parzen_estimator(study, search_space, below_trials,
+                                                 handle_below=True)
         mpe_above = self._build_parzen_estimator(study, search_space, above_trials,
                                                  handle_below=False)
         samples_below = mpe_below.sample(self._rng.rng, self._n_ei_candidates)

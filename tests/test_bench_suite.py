@@ -45,6 +45,8 @@ def test_run_all_quick(tmp_path: Path) -> None:
                  "scale_mlflow.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
         assert f"(plots/{name})" in report
+    # The sweep's TPE sampler proposed what Optuna's own does, ask for ask.
+    assert re.search(r"proposed the same parameters at (\d+) of \1 asks", report)
     # Progress lines on stderr, one per benchmark.
     assert all(f"[bench] {key}: " in proc.stderr for key in KEYS)
 
