@@ -221,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     machine = machine_info()
     shown = [a for a in (sys.argv[1:] if argv is None else argv)]
-    command = ".venv/bin/python bench/run_all.py" + "".join(f" {shlex.quote(a)}" for a in shown)
+    # The benchmarks' own settings from the environment belong to the command that ran.
+    env = [f"{k}={shlex.quote(v)} " for k, v in sorted(os.environ.items())
+           if k.startswith("MTSWEEP_BENCH_")]
+    command = ("".join(env) + ".venv/bin/python bench/run_all.py"
+               + "".join(f" {shlex.quote(a)}" for a in shown))
     print(f"[bench] {machine}", file=sys.stderr)
     root = Path(tempfile.mkdtemp(prefix="mtsweep-bench-"))
     results: list[tuple[Result, float]] = []

@@ -3,14 +3,14 @@
 (a) Driver overhead: Ray Tune with mtsweep's OptunaSearch (TPE over the space of
     `search_spaces/full.yaml`) and ASHA, on a local multi-node Ray (`ray.cluster_utils.Cluster`:
     a head with no CPUs for trials + 3 nodes of 2 logical CPUs), running trials that only sleep
-    and report (3 reports, 0.05 s apart) for 10 → 100 → 300 trials, and once more at the largest
-    size with Optuna's own TPE sampler instead of the sweep's (--quick: 10 → 30;
-    MTSWEEP_BENCH_SCALE_TRIALS=10,100,1000 adds the 1,000-trial point, about 4 minutes more).
+    and report (3 reports, 0.05 s apart) for 10 → 100 → 1,000 trials (--quick: 10 → 30;
+    MTSWEEP_BENCH_SCALE_TRIALS sets the sizes; MTSWEEP_BENCH_SCALE_BASELINE=1 runs the largest
+    size once more, first, with Optuna's own TPE sampler instead of the sweep's).
     Overhead per trial = (wall − ideal) ÷ trials, per result = (wall − ideal) ÷ results, where
     ideal = results × 0.05 s ÷ concurrency (what perfect packing of the sleeps would take).
 (b) Optuna suggestion time: the sweep's TPE sampler (`orchestrator.space.make_sampler`) and
     Optuna's own `TPESampler` with the same arguments, ask/tell in-process (no Ray), asked in
-    turn, while the number of finished trials grows 0 → 500 (--quick: 0 → 100).
+    turn, while the number of finished trials grows 0 → 400 (--quick: 0 → 100).
 (c) MLflow write rate: `log_batch` of one epoch's metrics (15 values) per call, calls/s
     sustained by a SQLite store and by a PostgreSQL store (a throw-away local server), against
     what a sweep needs (1,000 trials reporting an epoch every 30 s = 33 calls/s).
@@ -47,8 +47,10 @@ SWEEP_TRIALS, EPOCH_S = 1000, 30.0
 NEEDED_RATE = SWEEP_TRIALS / EPOCH_S
 METRICS_PER_EPOCH = 15
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-# Trials per driver-overhead run, comma-separated (default 10,100,300; --quick 10,50).
+# Trials per driver-overhead run, comma-separated (default 10,100,1000; --quick 10,30).
 SIZES_ENV = "MTSWEEP_BENCH_SCALE_TRIALS"
+# Set to 1: run the largest size a second time, first, with Optuna's own TPE sampler.
+BASELINE_ENV = "MTSWEEP_BENCH_SCALE_BASELINE"
 
 
 _STARTED = [time.perf_counter()]
@@ -465,11 +467,12 @@ def _rates_text(r: dict[str, Any]) -> str:
 
 def run(quick: bool, workdir: Path) -> Result:
     _STARTED[0] = time.perf_counter()
-    sizes = [10, 30] if quick else [10, 100, 300]
-    if os.environ.get(SIZES_ENV):  # e.g. 10,100,1000: about 4 more minutes here
+    sizes = [10, 30] if quick else [10, 100, 1000]
+    if os.environ.get(SIZES_ENV):
         sizes = [int(x) for x in os.environ[SIZES_ENV].split(",")]
-    n_optuna = 100 if quick else 500
-    mlflow_s = 1.0 if quick else 3.0
+    baseline = os.environ.get(BASELINE_ENV) == "1"
+    n_optuna = 100 if quick else 400
+    mlflow_s = 1.0 if quick else 2.0
     writers = 0 if quick else 4  # processes writing at once (the spawns take ~10 s: not quick)
     files = []
 
@@ -478,13 +481,14 @@ def run(quick: bool, workdir: Path) -> Result:
     times, stock_times = opt["times"]["mtsweep"], opt["times"]["Optuna"]
     _say(f"MLflow log_batch, {mlflow_s:g} s per store and writer count")
     rates, pg_why = mlflow_rates(mlflow_s, writers, workdir)
-    # mtsweep's sampler at every size; Optuna's at the largest too, just before it.
-    runs = [(n, "mtsweep") for n in sizes[:-1]] + [(sizes[-1], "Optuna"),
-                                                   (sizes[-1], "mtsweep")]
+    # mtsweep's sampler at every size; with the baseline, Optuna's at the largest, just before.
+    runs = [(n, "mtsweep") for n in sizes]
+    if baseline:
+        runs.insert(len(sizes) - 1, (sizes[-1], "Optuna"))
     _say(f"driver overhead, {' → '.join(map(str, sizes))} trials")
     all_drv = driver_overhead(runs, workdir / "ray")
     drv = [r for r in all_drv if r["sampler"] == "mtsweep"]
-    drv_stock = next(r for r in all_drv if r["sampler"] == "Optuna")
+    drv_stock = next((r for r in all_drv if r["sampler"] == "Optuna"), None)
 
     for name, plot, arg in (("scale_driver.png", _plot_driver, drv),
                             ("scale_optuna.png", _plot_optuna, opt["times"]),
@@ -503,8 +507,6 @@ def run(quick: bool, workdir: Path) -> Result:
         return max(rates[k]["rate"], rates[k]["concurrent"]["rate"])
 
     store = max(rates, key=best_rate)
-    stock_capacity = (1 / drv_stock["cpu_per_result"] if drv_stock["cpu_per_result"] > 0
-                      else float("inf"))
     headroom = {"driver": driver_capacity / NEEDED_RATE,
                 f"MLflow ({store})": best_rate(store) / NEEDED_RATE}
     bottleneck = min(headroom, key=headroom.get)
@@ -560,8 +562,11 @@ def run(quick: bool, workdir: Path) -> Result:
         "previous size (Tune's start-up and the first actors left out). Driver CPU = the "
         "CPU time of the driver process (Tune's event loop, the searcher, the scheduler, "
         "result handling; all its threads) during `Tuner.fit`. *TPE sampler*: mtsweep's "
-        "(`orchestrator/tpe.py`, what sweeps use) or Optuna's own `TPESampler` with the same "
-        f"arguments, run once at {big['trials']} trials just before mtsweep's for comparison.",
+        "(`orchestrator/tpe.py`, what sweeps use)"
+        + (f" or Optuna's own `TPESampler` with the same arguments, run once at "
+           f"{big['trials']} trials just before mtsweep's for comparison." if drv_stock else
+           f"; `{BASELINE_ENV}=1` adds a run with Optuna's own `TPESampler` at the largest "
+           "size (`RESULTS-scale-1000.md`)."),
         "",
         f"At {big['trials']} trials the whole system handled "
         f"{big['results'] / big['wall']:.1f} results/s on these 2 shared cores (wall-clock "
@@ -569,9 +574,10 @@ def run(quick: bool, workdir: Path) -> Result:
         f"results/s). The driver itself spent {1000 * big['cpu_per_result']:.1f} ms of CPU per "
         f"result (its trials' share included): one core of its own sustains "
         f"{driver_capacity:.0f} results/s = **{headroom['driver']:.2f}×** what "
-        f"{SWEEP_TRIALS:,} trials need. With Optuna's own TPE sampler: "
-        f"{1000 * drv_stock['cpu_per_result']:.1f} ms per result, "
-        f"{stock_capacity / NEEDED_RATE:.2f}×.",
+        f"{SWEEP_TRIALS:,} trials need."
+        + (f" With Optuna's own TPE sampler: {1000 * drv_stock['cpu_per_result']:.1f} ms per "
+           f"result, {1 / drv_stock['cpu_per_result'] / NEEDED_RATE:.2f}×." if drv_stock
+           else ""),
         "",
         "### (b) Optuna suggestion time as the study grows",
         "",
@@ -611,8 +617,9 @@ def run(quick: bool, workdir: Path) -> Result:
     pg = rates.get("PostgreSQL", {}).get("rate")
     summary = (
         f"driver overhead {1000 * big['per_trial']:.0f} ms/trial (wall), "
-        f"{1000 * big['cpu_per_result']:.0f} ms CPU/result at {big['trials']} trials "
-        f"(Optuna's TPE: {1000 * drv_stock['cpu_per_result']:.0f}); TPE ask "
+        f"{1000 * big['cpu_per_result']:.0f} ms CPU/result at {big['trials']} trials"
+        + (f" (Optuna's TPE: {1000 * drv_stock['cpu_per_result']:.0f})" if drv_stock else "")
+        + "; TPE ask "
         f"{1000 * win[-1][1]:.0f} ms at {len(times)} trials ({ask_speedup:.1f}× faster than "
         f"Optuna's); MLflow {_rates_text(rates['SQLite'])} SQLite"
         + (f", {_rates_text(rates['PostgreSQL'])} PostgreSQL" if pg else

@@ -260,8 +260,8 @@ def download_model(tracking_uri: str, run_id: str, dst: Path) -> Path:
     """Download the `model/` artifact of an MLflow run into `dst`; its local folder."""
     from mlflow.artifacts import download_artifacts
 
-    from orchestrator.reproduce import get_run, missing_local_store
-    from orchestrator.tracking import check_reachable, client, redact
+    from orchestrator.reproduce import get_run
+    from orchestrator.tracking import check_reachable, client, missing_local_store, redact
 
     why = missing_local_store(tracking_uri)  # MLflow would create the store
     if why:

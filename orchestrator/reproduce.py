@@ -20,8 +20,6 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from orchestrator.tracking import (
     KIND,
@@ -32,6 +30,7 @@ from orchestrator.tracking import (
     check_reachable,
     client,
     git_commit,
+    missing_local_store,
     package_versions,
     redact,
     resolve_tracking_uri,
@@ -126,17 +125,6 @@ def format_comparison(cmp: Comparison) -> str:
 
 def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
-
-
-def missing_local_store(tracking_uri: str) -> str | None:
-    """Why a local tracking store cannot hold any run ("no such database" / "no such folder"),
-    or None. Checked before MLflow opens the store, which would create it."""
-    if tracking_uri.startswith("sqlite:///"):
-        return None if Path(tracking_uri[len("sqlite:///"):]).exists() else "no such database"
-    if tracking_uri.startswith("file:"):
-        folder = Path(url2pathname(urlsplit(tracking_uri).path))
-        return None if folder.exists() else "no such folder"
-    return None
 
 
 def check_run_store(tracking_uri: str, run_id: str) -> None:

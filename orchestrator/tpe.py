@@ -5,8 +5,8 @@ makes, for every parameter group of the space (14 for `search_spaces/full.yaml`)
 every finished trial: it re-derives the group decomposition from all trials, splits them into
 the better and the worse part, and converts each trial's parameters to the sampler's internal
 representation. All three only grow with the study, so a suggestion's cost grows linearly with
-it (58 ms at 1,000 finished trials on a 2-core AMD EPYC), and the sweep's driver spends almost
-all of its time there (`bench/SCALE.md`).
+it, and in a large sweep the driver spends most of its CPU there (`bench/SCALE.md`): 31 ms at
+500 finished trials and about 64 ms at 1,000 on a 2-core AMD EPYC, against 13 and 22 ms here.
 
 `TPESampler` here gives the same proposals as `optuna.samplers.TPESampler` with the same
 arguments and seed — `tests/test_tpe.py` checks that, suggestion for suggestion — and keeps

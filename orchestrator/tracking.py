@@ -138,6 +138,18 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def missing_local_store(tracking_uri: str) -> str | None:
+    """Why a local tracking store cannot hold any run ("no such database" / "no such folder"),
+    or None. For commands that read runs: checked before MLflow opens the store, which would
+    create it."""
+    if tracking_uri.startswith("sqlite:///"):
+        return None if Path(tracking_uri[len("sqlite:///"):]).exists() else "no such database"
+    if tracking_uri.startswith("file:"):
+        folder = Path(url2pathname(urlsplit(tracking_uri).path))
+        return None if folder.exists() else "no such folder"
+    return None
+
+
 def _check_local_store(tracking_uri: str) -> None:
     """A local store's mistakes, said at once (MLflow would retry a database it cannot create
     for minutes, and its file-store refusal is a long text)."""

@@ -20,6 +20,7 @@ from orchestrator.tracking import (
     TrackingError,
     check_reachable,
     client,
+    missing_local_store,
     redact,
     redact_uris,
     resolve_tracking_uri,
@@ -51,12 +52,11 @@ def experiment_url(base: str, tracking_uri: str, experiment: str | None) -> str:
 
 
 def check_local_store(tracking_uri: str) -> None:
-    """A SQLite store must exist: MLflow would create an empty one."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):])
-        if not db.exists():
-            raise TrackingError(f"no tracking store at {db} (run a sweep first, or pass "
-                                f"--tracking-uri)")
+    """A local store must exist: MLflow would create an empty one."""
+    why = missing_local_store(tracking_uri)
+    if why:
+        raise TrackingError(f"no tracking store at {redact(tracking_uri)} ({why}; run a sweep "
+                            f"first, or pass --tracking-uri)")
 
 
 def check_bindable(host: str, port: int) -> None:

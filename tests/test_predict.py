@@ -115,17 +115,27 @@ def test_missing_task_file_is_skipped_with_a_note(trained, demo_dir, tmp_path, c
         "para-test-output.csv", "sst-test-output.csv"]
 
 
-def test_tampered_checkpoint_is_one_line(trained, demo_dir, tmp_path, capsys):
+def _copied_model(trained, tmp_path: Path) -> Path:
     model = tmp_path / "model"
     shutil.copytree(trained["out"] / "model", model)
+    return model
+
+
+def _predict_errors(capsys, model: Path, demo_dir, tmp_path) -> list[str]:
+    """The error lines of a predict that must refuse `model` (exit 2)."""
+    rc, _, err, _ = _predict(capsys, str(model), "--data-dir", str(demo_dir), "--out",
+                             str(tmp_path / "pred"))
+    assert rc == 2
+    return err.strip().splitlines()
+
+
+def test_tampered_checkpoint_is_one_line(trained, demo_dir, tmp_path, capsys):
+    model = _copied_model(trained, tmp_path)
     cfg = yaml.safe_load((model / "config.yaml").read_text())
     cfg["tasks"]["para"].update(head="sbert", head_args={})  # other parameter names
     cfg["tasks"]["sst"]["head_args"] = {"hidden_size": 16}  # other shapes
     (model / "config.yaml").write_text(yaml.safe_dump(cfg))
-    rc, _, err, _ = _predict(capsys, str(model), "--data-dir", str(demo_dir), "--out",
-                             str(tmp_path / "pred"))
-    assert rc == 2
-    line, = err.strip().splitlines()
+    line, = _predict_errors(capsys, model, demo_dir, tmp_path)
     assert line.startswith(f"error: checkpoint {model / 'model.safetensors'} does not match its "
                            f"config: ")
     assert "missing key(s): heads.para." in line and "unexpected key(s): heads.para." in line
@@ -200,14 +210,10 @@ def test_missing_tokenizer_files_are_one_line(trained, demo_dir, tmp_path, capsy
                                               named):
     # Without its vocabulary transformers would build a tokenizer of the 5 special tokens and
     # predict from [UNK]s.
-    model = tmp_path / "model"
-    shutil.copytree(trained["out"] / "model", model)
+    model = _copied_model(trained, tmp_path)
     for name in removed:
         (model / "encoder" / name).unlink()
-    rc, _, err, _ = _predict(capsys, str(model), "--data-dir", str(demo_dir), "--out",
-                             str(tmp_path / "pred"))
-    assert rc == 2
-    assert err.strip().splitlines() == [
+    assert _predict_errors(capsys, model, demo_dir, tmp_path) == [
         f"error: {model / 'encoder'} lacks its tokenizer files: {named} (`mtsweep train --out` "
         f"saves them there)"]
     assert not (tmp_path / "pred").exists()
@@ -216,16 +222,12 @@ def test_missing_tokenizer_files_are_one_line(trained, demo_dir, tmp_path, capsy
 def test_tokenizer_of_another_model_is_one_line(trained, demo_dir, tmp_path, capsys):
     from transformers import AutoTokenizer
 
-    model = tmp_path / "model"
-    shutil.copytree(trained["out"] / "model", model)
+    model = _copied_model(trained, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(model / "encoder")
     size = len(tokenizer)
     tokenizer.add_tokens([f"newword{i}" for i in range(3)])  # ids past the embedding table
     tokenizer.save_pretrained(model / "encoder")
-    rc, _, err, _ = _predict(capsys, str(model), "--data-dir", str(demo_dir), "--out",
-                             str(tmp_path / "pred"))
-    assert rc == 2
-    assert err.strip().splitlines() == [
+    assert _predict_errors(capsys, model, demo_dir, tmp_path) == [
         f"error: {model / 'encoder'}: its tokenizer has {size + 3} tokens, more than the "
         f"encoder's vocabulary of {size}: the tokenizer files are not this model's"]
 
