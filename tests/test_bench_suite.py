@@ -1,5 +1,6 @@
-"""Smoke test of the benchmark suite: `bench/run_all.py --quick` runs the cache, search and
-scale benchmarks and writes a report with the machine line and one overview row each."""
+"""Smoke test of the benchmark suite: `bench/run_all.py --quick` runs the wrapper-tax,
+orchestration, cache, search and scale benchmarks and writes a report with the machine line and
+one overview row each (the trainable and GPU benchmarks have their own smoke tests)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = ("cache", "search", "scale")
+KEYS = ("tax", "orchestration", "cache", "search", "scale")
 
 
 @pytest.mark.slow
@@ -30,7 +31,7 @@ def test_run_all_quick(tmp_path: Path) -> None:
     report = out.read_text()
     assert report.startswith("# mtsweep benchmarks")
     assert re.search(r"^Machine: .+ cores .+ torch .+ ray .+ optuna .+ mlflow ", report, re.M)
-    assert "bench/run_all.py --quick --only cache,search,scale" in report
+    assert "bench/run_all.py --quick --only tax,orchestration,cache,search,scale" in report
     assert "| benchmark | measured ratio | target | met? | summary |" in report
     for key in KEYS:
         row = re.search(rf"^\| \[{key}\]\(#[^)]*\) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", report,
@@ -38,7 +39,7 @@ def test_run_all_quick(tmp_path: Path) -> None:
         assert row, f"no overview row for {key}"
         ratio, _, met = (c.strip() for c in row.groups())
         assert met != "error", f"{key} failed:\n{report}"
-        float(ratio)  # every one of these three has a headline ratio
+        float(ratio)  # every one of these has a headline ratio
         assert re.search(rf"^## .*\(`{key}`\)$", report, re.M), f"no section for {key}"
     # The plots are copied next to the report and linked from it.
     for name in ("search_efficiency.png", "scale_driver.png", "scale_optuna.png",
