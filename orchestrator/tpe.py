@@ -52,38 +52,25 @@ class TPESampler(optuna.samplers.TPESampler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lock = threading.RLock()
-        self._reset_caches()
-
-    def _reset_caches(self, study_key: tuple | None = None) -> None:
-        self._study_key = study_key
-        # The trials already folded into the group decomposition.
-        self._seen_trials: set[int] = set()
-        # The split of the suggestion under way, and its trials' parameters as columns.
-        self._split_key: tuple | None = None
-        self._split: tuple[list[FrozenTrial], list[FrozenTrial]] | None = None
-        self._columns: dict[tuple[int, str], tuple[BaseDistribution, tuple]] = {}
-        # Each parameter's internal representation in the finished trials.
-        self._tables: dict[str, _Column] = {}
-        self._side_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache = _Cache()
 
     def __getstate__(self) -> dict[str, Any]:
         # Checkpoints carry the sampler's state, not what it can recompute.
         state = self.__dict__.copy()
-        for key in ("_lock", "_study_key", "_seen_trials", "_split_key", "_split", "_columns",
-                    "_tables", "_side_rows"):
-            state.pop(key, None)
+        del state["_lock"], state["_cache"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        self._reset_caches()
+        self._cache = _Cache()
 
-    def _for_study(self, study: Study) -> None:
-        # The caches hold one study's trials (a sampler serves one study, as Optuna's do).
+    def _for_study(self, study: Study) -> _Cache:
+        """The caches, for `study`'s trials (a sampler serves one study, as Optuna's do)."""
         key = (id(study._storage), study._study_id)
-        if key != self._study_key:
-            self._reset_caches(key)
+        if key != self._cache.study_key:
+            self._cache = _Cache(key)
+        return self._cache
 
     # -- group decomposition -------------------------------------------------------------------
 
@@ -109,13 +96,13 @@ class TPESampler(optuna.samplers.TPESampler):
         parameters into the decomposition it keeps, at every suggestion; a trial folded in
         before changes nothing (the decomposition already refines its parameter set), so only
         the trials that finished since the last suggestion are folded in here."""
-        self._for_study(study)
+        seen = self._for_study(study).seen_trials
         assert self._group_decomposed_search_space is not None
         decomposition = self._group_decomposed_search_space._search_space
         states = (TrialState.COMPLETE, TrialState.PRUNED)
         for t in study._get_trials(deepcopy=False, states=states, use_cache=True):
-            if t.number not in self._seen_trials:
-                self._seen_trials.add(t.number)
+            if t.number not in seen:
+                seen.add(t.number)
                 decomposition.add_distributions(t.distributions)
         return _copy_group(decomposition)
 
@@ -135,7 +122,7 @@ class TPESampler(optuna.samplers.TPESampler):
         # of its parameter groups. With the constant liar (Optuna's default) the running trials
         # take part as bad ones; a trial that finishes, starts or fails changes the count of
         # finished trials or of all of them, and so the key.
-        self._for_study(study)
+        cache = self._for_study(study)
         if self._constant_liar:
             states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
         else:
@@ -149,12 +136,9 @@ class TPESampler(optuna.samplers.TPESampler):
                            else _tpe.default_gamma_multiobjective)
         n = sum(t.state != TrialState.RUNNING for t in trials)
         key = (trial.number, n, len(trials))
-        if key != self._split_key:
-            self._split = _tpe._split_trials(study, trials, self._gamma(n))
-            self._split_key = key
-            self._columns = {}
-            self._side_rows = {}
-        below_trials, above_trials = self._split
+        if key != cache.split_key:
+            cache.new_split(key, _tpe._split_trials(study, trials, self._gamma(n)))
+        below_trials, above_trials = cache.split
 
         mpe_below = self._build_parzen_estimator(study, search_space, below_trials,
                                                  handle_below=True)
@@ -172,8 +156,7 @@ class TPESampler(optuna.samplers.TPESampler):
     def _get_internal_repr(
         self, trials: list[FrozenTrial], search_space: dict[str, BaseDistribution], study: Study
     ) -> dict[str, np.ndarray]:
-        split = self._split or ()
-        side = next((i for i, part in enumerate(split) if part is trials), None)
+        side = next((i for i, part in enumerate(self._cache.split) if part is trials), None)
         if side is None or not search_space:
             return super()._get_internal_repr(trials, search_space, study)
         # Trials that have every parameter of the group, as Optuna's loop selects them.
@@ -187,12 +170,13 @@ class TPESampler(optuna.samplers.TPESampler):
     def _column(self, study: Study, side: int, trials: list[FrozenTrial], name: str,
                 dist: BaseDistribution) -> tuple[np.ndarray, np.ndarray]:
         """Which of `trials` have `name`, and its internal representation in each."""
+        cache = self._cache
         key = (side, name)
-        cached = self._columns.get(key)
+        cached = cache.columns.get(key)
         if cached is not None and cached[0] == dist:
             return cached[1]
-        numbers, finished = self._rows(side, trials)
-        table = self._table(name, dist, int(numbers.max()) + 1 if len(numbers) else 0)
+        numbers, finished = cache.rows(side, trials)
+        table = cache.table(name, dist, int(numbers.max()) + 1 if len(numbers) else 0)
         # Finished trials never change: each is read once, into the table by trial number.
         for i in np.flatnonzero(finished & ~table.read[numbers]):
             table.read_trial(trials[i])
@@ -204,22 +188,43 @@ class TPESampler(optuna.samplers.TPESampler):
             present[i] = value is not _MISSING
             if present[i]:
                 values[i] = dist.to_internal_repr(value)
-        self._columns[key] = (dist, (present, values))
+        cache.columns[key] = (dist, (present, values))
         return present, values
 
-    def _rows(self, side: int, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._side_rows.get(side)
+
+class _Cache:
+    """What the sampler keeps between calls for one study's trials."""
+
+    def __init__(self, study_key: tuple | None = None) -> None:
+        self.study_key = study_key
+        # The trials already folded into the group decomposition.
+        self.seen_trials: set[int] = set()
+        # The split of the suggestion under way (better, worse), and, per side, its trials'
+        # numbers and finished flags and its parameters as columns.
+        self.split_key: tuple | None = None
+        self.split: tuple[list[FrozenTrial], list[FrozenTrial]] | tuple[()] = ()
+        self.side_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.columns: dict[tuple[int, str], tuple[BaseDistribution, tuple]] = {}
+        # Each parameter's internal representation in the finished trials.
+        self.tables: dict[str, _Column] = {}
+
+    def new_split(self, key: tuple, split: tuple[list[FrozenTrial], list[FrozenTrial]]) -> None:
+        self.split_key, self.split = key, split
+        self.side_rows, self.columns = {}, {}
+
+    def rows(self, side: int, trials: list[FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.side_rows.get(side)
         if rows is None:
-            rows = self._side_rows[side] = (
+            rows = self.side_rows[side] = (
                 np.fromiter((t.number for t in trials), dtype=np.int64, count=len(trials)),
                 np.fromiter((t.state.is_finished() for t in trials), dtype=bool,
                             count=len(trials)))
         return rows
 
-    def _table(self, name: str, dist: BaseDistribution, size: int) -> _Column:
-        table = self._tables.get(name)
+    def table(self, name: str, dist: BaseDistribution, size: int) -> _Column:
+        table = self.tables.get(name)
         if table is None or table.dist != dist:
-            table = self._tables[name] = _Column(name, dist)
+            table = self.tables[name] = _Column(name, dist)
         table.grow(size)
         return table
 
