@@ -32,6 +32,7 @@ from orchestrator.tracking import (
     TrackingError,
     check_reachable,
     client,
+    missing_local_store,
     redact,
     resolve_tracking_uri,
 )
@@ -771,8 +772,8 @@ def report(target: str, tracking_uri: str | None = None, fmt: str = "md",
            output: str | Path | None = None) -> tuple[Sweep, Report]:
     """Find the sweep, write the report and log it to the sweep run."""
     uri = resolve_tracking_uri(tracking_uri, None)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        # check_reachable would create an empty database there.
+    if missing_local_store(uri):
+        # check_reachable would create an empty store there.
         raise ReportError(f"no sweep run or experiment named {target!r}: {redact(uri)} does "
                           f"not exist")
     check_reachable(uri)

@@ -110,11 +110,21 @@ def reproduce_command(run_id: str, tracking_uri: str) -> str:
                        without_credentials(tracking_uri)])
 
 
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store, else None."""
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+
+
+def _file_store_folder(tracking_uri: str) -> Path | None:
+    """The folder of a `file:` store (MLflow's file store), else None."""
+    return (Path(url2pathname(urlsplit(tracking_uri).path)) if tracking_uri.startswith("file:")
+            else None)
+
+
 def default_artifact_root(tracking_uri: str) -> str | None:
     """For a local SQLite store: an absolute artifacts folder beside the database."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-    return None
+    db = _sqlite_file(tracking_uri)
+    return (db.parent / "mlartifacts").as_uri() if db is not None else None
 
 
 # MLflow's HTTP client retries a refused connection for minutes by default; a tracking outage
@@ -142,10 +152,9 @@ def missing_local_store(tracking_uri: str) -> str | None:
     """Why a local tracking store cannot hold any run ("no such database" / "no such folder"),
     or None. For commands that read runs: checked before MLflow opens the store, which would
     create it."""
-    if tracking_uri.startswith("sqlite:///"):
-        return None if Path(tracking_uri[len("sqlite:///"):]).exists() else "no such database"
-    if tracking_uri.startswith("file:"):
-        folder = Path(url2pathname(urlsplit(tracking_uri).path))
+    if (db := _sqlite_file(tracking_uri)) is not None:
+        return None if db.exists() else "no such database"
+    if (folder := _file_store_folder(tracking_uri)) is not None:
         return None if folder.exists() else "no such folder"
     return None
 
@@ -153,16 +162,16 @@ def missing_local_store(tracking_uri: str) -> str | None:
 def _check_local_store(tracking_uri: str) -> None:
     """A local store's mistakes, said at once (MLflow would retry a database it cannot create
     for minutes, and its file-store refusal is a long text)."""
-    if tracking_uri.startswith("file:") and \
+    folder = _file_store_folder(tracking_uri)
+    if folder is not None and \
             os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
-        folder = Path(url2pathname(urlsplit(tracking_uri).path))
         hint = folder.with_suffix(".db") if folder.suffix != ".db" else folder
         raise TrackingError(
             f"{tracking_uri}: a folder (MLflow's file store) is off by default in MLflow 3; "
             f"use a database, e.g. --tracking-uri sqlite:///{hint}, or set "
             f"MLFLOW_ALLOW_FILE_STORE=true")
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):])
+    db = _sqlite_file(tracking_uri)
+    if db is not None:
         if db.exists():
             return
         if not db.parent.is_dir():

@@ -164,12 +164,11 @@ def run_ui(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: the UI will listen on {args.host}, reachable from other machines",
               file=sys.stderr)
-    # Checked before the server starts: a missing store, an unknown --experiment, a port in
-    # use fail at once.
+    # Checked before the server starts: a missing store or an unknown --experiment fails at
+    # once (start_server checks the port before it starts the server).
     check_local_store(tracking_uri)
     check_reachable(tracking_uri)
     url = experiment_url(f"http://{args.host}:{args.port}", tracking_uri, args.experiment)
-    check_bindable(args.host, args.port)
     # SIGTERM unwinds like Ctrl-C, so the server (in a session of its own) is stopped too.
     # Started in the background by a shell script, the UI inherits SIGINT ignored: Ctrl-C
     # (`kill -INT`) stops it all the same.
