@@ -88,17 +88,22 @@ def _result_counter():
     return Count()
 
 
-def _samplers(spec) -> dict[str, Any]:
-    """The two TPE samplers compared: Optuna's class and mtsweep's, as `make_sampler` builds
-    them for the sweep (same arguments, seed 0)."""
+SAMPLERS = ("Optuna", "mtsweep")
+
+
+def _sampler(spec, which: str):
+    """One of the two TPE samplers compared, as `make_sampler` builds it for the sweep (same
+    arguments, seed 0): mtsweep's, or Optuna's own class (as with an Optuna it does not
+    support)."""
     from unittest import mock
 
     from orchestrator import tpe
     from orchestrator.space import make_sampler
 
+    if which == "mtsweep":
+        return make_sampler(spec, seed=0)
     with mock.patch.object(tpe, "supported", lambda *a: False):
-        stock = make_sampler(spec, seed=0)
-    return {"Optuna": stock, "mtsweep": make_sampler(spec, seed=0)}
+        return make_sampler(spec, seed=0)
 
 
 def driver_overhead(runs: list[tuple[int, str]], storage: Path) -> list[dict[str, float]]:
@@ -139,7 +144,7 @@ def driver_overhead(runs: list[tuple[int, str]], storage: Path) -> list[dict[str
         for n, sampler in runs:
             count = _result_counter()
             searcher = OptunaSearch(space=spec.define_by_run, metric="overall", mode="max",
-                                    sampler=_samplers(spec)[sampler])
+                                    sampler=_sampler(spec, sampler))
             tuner = tune.Tuner(
                 tune.with_resources(_sleeper, {"cpu": 1}),
                 tune_config=tune.TuneConfig(
@@ -201,8 +206,8 @@ def optuna_suggest(n_max: int) -> dict[str, Any]:
     studies = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, sampler in _samplers(spec).items():
-            studies[name] = optuna.create_study(sampler=sampler, direction="maximize")
+        for name in SAMPLERS:
+            studies[name] = optuna.create_study(sampler=_sampler(spec, name), direction="maximize")
             times[name] = []
         dbr = spec.define_by_run
         same = 0
