@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -304,19 +303,14 @@ def read_input(task: str, path: Path):
 
     from trainables.data.readers import DataWarning, read_split
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
+    with warnings.catch_warnings():
+        # The error below says it all; the reader's warning would repeat it.
+        warnings.simplefilter("ignore", DataWarning)
         raw = read_split(task, path, "cs224n", require_labels=False)
-    for w in caught:
-        if not issubclass(w.category, DataWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if raw.skipped:
-        # The reader's warning names the lines and why the first is malformed.
-        said = next((str(w.message) for w in caught if issubclass(w.category, DataWarning)), "")
-        m = re.fullmatch(r".*: skipped \d+ malformed rows \(lines ([^)]*)\)(.*)", said)
-        where = f"line(s) {m.group(1)}{m.group(2)}" if m else said
-        raise PredictError(f"{path}: {raw.skipped} malformed row(s), {where}; every row needs a "
-                           f"prediction, so nothing was written (fix or remove the row(s))")
+        raise PredictError(f"{path}: {raw.skipped} malformed row(s), line(s) "
+                           f"{raw.describe_skipped()}; every row needs a prediction, so nothing "
+                           f"was written (fix or remove the row(s))")
     return raw
 
 

@@ -39,7 +39,6 @@ def _sst() -> RawSplit:
         texts,
         None,
         np.array([3, 0, 1, 2], dtype=np.int64),
-        0,
     )
 
 
@@ -47,7 +46,7 @@ def _sts() -> RawSplit:
     a = ["a man is running in the park .", "a dog", "two cats sleep ."]
     b = ["a man runs .", "a black dog is eating in the kitchen .", "cats"]
     return RawSplit(
-        "sts", "mem", "jsonl", ["1", "2", "3"], a, b, np.array([4.0, 1.5, 3.2], dtype=np.float32), 0
+        "sts", "mem", "jsonl", ["1", "2", "3"], a, b, np.array([4.0, 1.5, 3.2], dtype=np.float32)
     )
 
 

@@ -280,6 +280,9 @@ def test_malformed_rows_counted(tmp_path: Path) -> None:
     with pytest.warns(DataWarning, match=r"skipped 3 malformed rows \(lines 3, 4, 5\)"):
         raw = read_split("para", path)
     assert raw.skipped == 3 and raw.ids == ["a", "e"] and raw.labels.tolist() == [1, 0]
+    # The split itself says which lines were left out and why the first was.
+    assert raw.skipped_lines == (3, 4, 5) and raw.skip_reason == "empty label"
+    assert raw.describe_skipped() == "3, 4, 5; line 3: empty label"
 
 
 def test_unknown_format_and_task(tmp_path: Path) -> None:
@@ -306,5 +309,5 @@ def test_hf_spec_parsing() -> None:
 
 
 def test_rawsplit_len() -> None:
-    raw = RawSplit("sst", "x", "jsonl", ["1"], ["a"], None, np.array([1]), 0)
+    raw = RawSplit("sst", "x", "jsonl", ["1"], ["a"], None, np.array([1]))
     assert len(raw) == 1

@@ -41,7 +41,8 @@ class RawSplit:
     """One split of one task, untokenized.
 
     `labels` is int64 for classification tasks and float32 for `sts`, and None when the source
-    has no labels (the test-student files). `skipped` counts malformed rows left out.
+    has no labels (the test-student files). `skipped_lines` are the file lines of the malformed
+    rows left out, and `skip_reason` why the first of them is malformed ('' when unknown).
     """
 
     task: str
@@ -51,10 +52,33 @@ class RawSplit:
     texts_a: list[str]
     texts_b: list[str] | None
     labels: np.ndarray | None
-    skipped: int
+    skipped_lines: tuple[int, ...] = ()
+    skip_reason: str = ""
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def skipped(self) -> int:
+        """How many malformed rows were left out."""
+        return len(self.skipped_lines)
+
+    def describe_skipped(self) -> str:
+        """The skipped lines and why the first is malformed, `3, 8; line 3: why` (at most ten
+        lines, then `…`); '' when nothing was skipped."""
+        lines = sorted(self.skipped_lines)
+        return f"{_shown_lines(lines)}{_first_why(lines, self.skip_reason)}" if lines else ""
+
+
+def _shown_lines(lines: list[int]) -> str:
+    """`3, 8, 12`: the first lines, then `…`."""
+    shown = ", ".join(str(n) for n in lines[:_MAX_LINES_SHOWN])
+    return shown + (", …" if len(lines) > _MAX_LINES_SHOWN else "")
+
+
+def _first_why(lines: list[int], reason: str) -> str:
+    """`; line 3: why` for the first skipped line; '' when its reason is unknown."""
+    return f"; line {lines[0]}: {reason}" if lines and reason else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,22 +192,16 @@ class _Builder:
         if reason:
             self.reasons[line] = reason
 
-    def _first_reason(self) -> str:
-        """`; line N: why` for the first skipped line whose reason is known ('' if none)."""
-        first = min(self.bad_lines)
-        return f"; line {first}: {self.reasons[first]}" if first in self.reasons else ""
-
     def finish(self) -> RawSplit:
+        lines = sorted(self.bad_lines)
+        reason = self.reasons.get(lines[0], "") if lines else ""
+        why = _first_why(lines, reason)
         if not self.ids:
-            extra = (f" ({len(self.bad_lines)} malformed rows skipped{self._first_reason()})"
-                     if self.bad_lines else "")
+            extra = f" ({len(lines)} malformed rows skipped{why})" if lines else ""
             raise DataError(f"{self.source}: no data rows{extra}")
-        if self.bad_lines:
-            shown = ", ".join(str(n) for n in self.bad_lines[:_MAX_LINES_SHOWN])
-            if len(self.bad_lines) > _MAX_LINES_SHOWN:
-                shown += ", …"
-            msg = (f"{self.source}: skipped {len(self.bad_lines)} malformed rows (lines {shown})"
-                   f"{self._first_reason()}")
+        if lines:
+            msg = (f"{self.source}: skipped {len(lines)} malformed rows "
+                   f"(lines {_shown_lines(lines)}){why}")
             # A warning (not a log record) so tests and users see it once per file and process;
             # a CLI can route it to logging with logging.captureWarnings(True).
             warnings.warn(msg, DataWarning, stacklevel=4)
@@ -195,7 +213,8 @@ class _Builder:
             texts_a=self.a,
             texts_b=self.b if self.pair else None,
             labels=_labels_array(self.task, self.labels) if self.has_labels else None,
-            skipped=len(self.bad_lines),
+            skipped_lines=tuple(lines),
+            skip_reason=reason,
         )
 
 
