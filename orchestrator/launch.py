@@ -206,15 +206,38 @@ def _trial_error(trial) -> str:
     return str(getattr(trial, "error_msg", "") or "unknown error")
 
 
-_LOCAL_RAY_TEMP: list[str] = []
+# The local Rays this process started, newest last: each one's temp folder and the environment
+# variables to put back when it stops.
+_LOCAL_RAYS: list[tuple[str, dict[str, str | None]]] = []
+
+# Where Ray's state API (the dashboard's HTTP server) is; Ray's processes read it from here.
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
 
-def local_ray_temp() -> str:
+def local_ray_temp(env: dict[str, str] | None = None) -> str:
     """A new temp folder for a local Ray (short: Ray's socket paths live in it; its own: other
-    Ray instances may run on the machine), removed by `shutdown_ray`."""
+    Ray instances may run on the machine), removed by `shutdown_ray`. `env` is set now, for
+    the processes that Ray is about to start to inherit, and put back by `shutdown_ray`."""
     temp = tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp")
-    _LOCAL_RAY_TEMP.append(temp)
+    _LOCAL_RAYS.append((temp, {}))
+    for key, value in (env or {}).items():
+        _set_local_ray_env(key, value)
     return temp
+
+
+def _set_local_ray_env(key: str, value: str) -> None:
+    """Set an environment variable until the newest local Ray stops (`shutdown_ray`)."""
+    saved = _LOCAL_RAYS[-1][1]
+    saved.setdefault(key, os.environ.get(key))
+    os.environ[key] = value
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
@@ -234,16 +257,27 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     # Inherited by every Ray process: on a loaded machine starting N workers can take longer
     # than Ray Train's default minute.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
-    temp = local_ray_temp()
-    ray.init(
-        num_cpus=cpus, num_gpus=None, include_dashboard=True, dashboard_host="127.0.0.1",
-        _temp_dir=temp, log_to_driver=opts.verbose, configure_logging=True,
-        logging_level="ERROR", _node_ip_address="127.0.0.1",
-    )
-    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    # Ray Train's clean-up actor asks the state API whether a trial's controller is still
+    # alive, and, told nothing else, looks for "the" Ray on this machine. With a second one
+    # running (another sweep, a reproduction) it fails, the finished trial's workers keep their
+    # CPUs and the next trial waits for them forever. So every process of this Ray is told
+    # where its own dashboard is.
+    port = _free_port()
+    dashboard = f"http://127.0.0.1:{port}"
+    temp = local_ray_temp({API_SERVER_ENV: dashboard})
+    try:
+        ray.init(
+            num_cpus=cpus, num_gpus=None, include_dashboard=True, dashboard_host="127.0.0.1",
+            dashboard_port=port, _temp_dir=temp, log_to_driver=opts.verbose,
+            configure_logging=True, logging_level="ERROR", _node_ip_address="127.0.0.1",
+        )
+    except BaseException:
+        shutdown_ray(keep_logs=False)
+        raise
+    _set_local_ray_env("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     TerminationSignal.reinstall()
     return (f"local Ray ({cpus} CPUs, {r.workers} worker(s) × {r.cpus_per_worker} CPU per trial; "
-            f"its logs: {temp}/session_latest/logs)")
+            f"dashboard {dashboard}; its logs: {temp}/session_latest/logs)")
 
 
 def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
@@ -412,13 +446,18 @@ def stopping_ray(created: list[Path] = ()):
 
 def shutdown_ray(keep_logs: bool) -> None:
     """Stop Ray; the temp folder of a local Ray (its logs) is removed, unless `keep_logs`
-    (after an unexpected error: its path is printed)."""
+    (after an unexpected error: its path is printed), and the environment it set is put back."""
     import ray
 
     ray.shutdown()
-    if not _LOCAL_RAY_TEMP:
+    if not _LOCAL_RAYS:
         return
-    temp = _LOCAL_RAY_TEMP.pop()
+    temp, saved = _LOCAL_RAYS.pop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     if keep_logs:
         print(f"the local Ray's logs are kept: {temp}/session_latest/logs", file=sys.stderr,
               flush=True)

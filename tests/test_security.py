@@ -133,20 +133,25 @@ def test_local_ray_dashboard_is_on_loopback(monkeypatch, tmp_path):
     seen: dict = {}
 
     def capture(*args, **kwargs):
-        seen.update(kwargs, args=args)
+        seen.update(kwargs, args=args, api_server=os.environ.get("RAY_API_SERVER_ADDRESS"))
         raise _Stop
 
     monkeypatch.setattr(ray, "init", capture)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://elsewhere:8265")
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     sweep = tmp_path / "s.yaml"
     sweep.write_text(yaml.safe_dump({"base": tiny_dict(tmp_path)}))
     with pytest.raises(_Stop):
         _init_ray(LaunchOptions(num_cpus=1), load_sweep(sweep))
-    shutil.rmtree(seen["_temp_dir"], ignore_errors=True)
     assert seen["include_dashboard"] is True and seen["dashboard_host"] == "127.0.0.1"
     assert seen["_node_ip_address"] == "127.0.0.1"
     assert seen["_temp_dir"].startswith("/tmp/mtsw-ray-")
+    # Ray's processes inherit where their own state API is (another Ray may run here), and a
+    # Ray that did not start leaves no temp folder and the environment as it was.
+    assert seen["api_server"] == f"http://127.0.0.1:{seen['dashboard_port']}"
+    assert os.environ["RAY_API_SERVER_ADDRESS"] == "http://elsewhere:8265"
+    assert not Path(seen["_temp_dir"]).exists()
 
 
 # --------------------------------------------------------------------------------------------

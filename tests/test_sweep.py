@@ -3,8 +3,10 @@ gloo) → MLflow records. Plus the CLI paths that start nothing (dry run, bad fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,6 +62,29 @@ def test_unreachable_tracking_server_fails_before_any_trial(tmp_path, demo_dir):
     assert not (tmp_path / "runs").exists()
 
 
+@contextlib.contextmanager
+def _another_local_ray():
+    """A second, idle local Ray on this machine, as another sweep or a reproduction would be."""
+    temp = tempfile.mkdtemp(prefix="mtsw-other-", dir="/tmp")
+    code = ("import ray, sys; ray.init(num_cpus=1, include_dashboard=False, "
+            f"_temp_dir={temp!r}, logging_level='ERROR'); print('up', flush=True); "
+            "sys.stdin.read(); ray.shutdown()")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",
+                                                          "RAY_API_SERVER_ADDRESS")}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        yield
+    finally:
+        proc.stdin.close()  # the Ray stops when its input ends
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 @pytest.mark.slow
 def test_sweep_with_conditional_space_asha_and_two_worker_trials(tmp_path, demo_dir, cache_dir):
     from mlflow.tracking import MlflowClient
@@ -87,7 +112,11 @@ def test_sweep_with_conditional_space_asha_and_two_worker_trials(tmp_path, demo_
     }
     path = tmp_path / "e2e.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, MTSWEEP_CACHE=str(cache_dir))
+    # Another Ray runs on the machine: Ray Train's clean-up of the first trial's workers must
+    # still find this sweep's Ray, or the second trial waits for their CPUs forever.
+    with _another_local_ray():
+        r = _mtsweep(["launch", str(path), "--json"], cwd=tmp_path, timeout=480,
+                     MTSWEEP_CACHE=str(cache_dir))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert "local Ray" in r.stdout.splitlines()[0] and "mlflow.db" in r.stdout
