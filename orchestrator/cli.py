@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -70,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     trainable_cli.setup_logging()
+    # MLflow announces at INFO that it creates (or updates) a new SQLite store's tables.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     return trainable_cli.guarded(args.run, args)
 
 
