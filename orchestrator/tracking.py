@@ -7,6 +7,8 @@ confusion matrices (PNG + JSON) and dev predictions (Parquet).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -184,6 +186,29 @@ def _check_local_store(tracking_uri: str) -> None:
                                 f"{e.strerror or e}") from None
 
 
+@contextlib.contextmanager
+def _setting_up(tracking_uri: str):
+    """Hold an exclusive lock on a SQLite store's folder. MLflow creates a new database's tables
+    (and migrates an old one) the first time a process opens it; two commands doing that at
+    once (sweeps started together on a new store) break each other's migration, and both
+    fail. With the lock the second one finds the tables made. Other stores: no lock."""
+    db = _sqlite_file(tracking_uri)
+    if db is None:
+        yield
+        return
+    try:
+        fd = os.open(db.parent, os.O_RDONLY)
+    except OSError:
+        yield  # MLflow will say what is wrong with the folder
+        return
+    try:
+        with contextlib.suppress(OSError):  # a file system without locks: go on without
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
     """One cheap request; a TrackingError naming the (redacted) URI when it fails. Over HTTP
     it gives up sooner than later requests do (1 retry, `timeout_s`), unless the user's
@@ -200,7 +225,8 @@ def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
     for q in quiet:  # their retry warnings would print the URI, password included
         q.setLevel(logging.CRITICAL)
     try:
-        client(tracking_uri).search_experiments(max_results=1)
+        with _setting_up(tracking_uri):
+            client(tracking_uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot use this store"
         reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         try:

@@ -62,6 +62,25 @@ def test_unreachable_tracking_server_fails_before_any_trial(tmp_path, demo_dir):
     assert not (tmp_path / "runs").exists()
 
 
+def test_sweeps_started_together_on_a_new_sqlite_store_all_open_it(tmp_path):
+    """MLflow creates a new SQLite store's tables when a process first opens it; three
+    launches opening the same new store at once must not break each other's set-up."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = ("import sys\n"
+            "from orchestrator.tracking import TrackingError, check_reachable\n"
+            "try:\n    check_reachable(sys.argv[1])\n"
+            "except TrackingError as e:\n    sys.exit(str(e))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(3)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), results
+    from orchestrator.tracking import client, get_or_create_experiment
+
+    get_or_create_experiment(uri, "after")
+    assert client(uri).get_experiment_by_name("after") is not None
+
+
 @contextlib.contextmanager
 def _another_local_ray():
     """A second, idle local Ray on this machine, as another sweep or a reproduction would be."""
