@@ -395,8 +395,7 @@ def launch(spec: SweepSpec, opts: LaunchOptions) -> dict[str, Any]:
         check_resources(spec, existing_cluster=existing)
         experiment_id = get_or_create_experiment(tracking_uri, experiment)
         tracker = SweepTracker(tracking_uri, experiment_id)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_name = f"{spec.name}-{stamp}"
+        run_name = new_run_name(storage, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         commit = git_commit()
         tracker.start_parent(
             run_name,
@@ -578,6 +577,23 @@ def sweep_fingerprint(spec: SweepSpec) -> str:
     blob = json.dumps({"text": spec.text, "overrides": list(spec.overrides), "base": spec.base},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def new_run_name(storage: str, name: str) -> str:
+    """`name`, or `name-2`, `name-3`, …: the first whose folder in a local `storage` this call
+    creates. Sweeps of one file started in the same second (a shell loop over `--set`
+    values) would otherwise share one Ray Tune folder. (On a URI: `name` as it is.)"""
+    if "://" in storage:
+        return name
+    Path(storage).mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):
+        candidate = name if k == 1 else f"{name}-{k}"
+        try:
+            Path(storage, candidate).mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise MtsweepError(f"{storage}: {name}: 999 sweep folders of this name already exist")
 
 
 def _write_meta(folder: str | Path, meta: dict[str, Any]) -> None:

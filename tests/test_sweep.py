@@ -81,6 +81,17 @@ def test_sweeps_started_together_on_a_new_sqlite_store_all_open_it(tmp_path):
     assert client(uri).get_experiment_by_name("after") is not None
 
 
+def test_sweeps_of_one_file_started_in_the_same_second_get_their_own_folders(tmp_path):
+    storage = tmp_path / "runs"
+    code = ("import sys\nfrom orchestrator.launch import new_run_name\n"
+            "print(new_run_name(sys.argv[1], 's-20261127-120000'))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(storage)], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE) for _ in range(3)]
+    names = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert names == ["s-20261127-120000", "s-20261127-120000-2", "s-20261127-120000-3"]
+    assert sorted(f.name for f in storage.iterdir()) == names
+
+
 @contextlib.contextmanager
 def _another_local_ray():
     """A second, idle local Ray on this machine, as another sweep or a reproduction would be."""
