@@ -214,14 +214,11 @@ _LOCAL_RAYS: list[tuple[str, dict[str, str | None]]] = []
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
 
-def local_ray_temp(env: dict[str, str] | None = None) -> str:
+def local_ray_temp() -> str:
     """A new temp folder for a local Ray (short: Ray's socket paths live in it; its own: other
-    Ray instances may run on the machine), removed by `shutdown_ray`. `env` is set now, for
-    the processes that Ray is about to start to inherit, and put back by `shutdown_ray`."""
+    Ray instances may run on the machine), removed by `shutdown_ray`."""
     temp = tempfile.mkdtemp(prefix="mtsw-ray-", dir="/tmp")
     _LOCAL_RAYS.append((temp, {}))
-    for key, value in (env or {}).items():
-        _set_local_ray_env(key, value)
     return temp
 
 
@@ -264,7 +261,8 @@ def _init_ray(opts: LaunchOptions, spec: SweepSpec) -> str:
     # where its own dashboard is.
     port = _free_port()
     dashboard = f"http://127.0.0.1:{port}"
-    temp = local_ray_temp({API_SERVER_ENV: dashboard})
+    temp = local_ray_temp()
+    _set_local_ray_env(API_SERVER_ENV, dashboard)  # before ray.init: its processes inherit it
     try:
         ray.init(
             num_cpus=cpus, num_gpus=None, include_dashboard=True, dashboard_host="127.0.0.1",
