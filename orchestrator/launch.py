@@ -578,12 +578,12 @@ def sweep_fingerprint(spec: SweepSpec) -> str:
 
 
 def new_run_name(storage: str, name: str) -> str:
-    """`name`, or `name-2`, `name-3`, …: the first whose folder in a local `storage` this call
-    creates. Sweeps of one file started in the same second (a shell loop over `--set`
-    values) would otherwise share one Ray Tune folder. (On a URI: `name` as it is.)"""
+    """`name`, or `name-2`, `name-3`, …: the first whose folder in a local `storage` (made by
+    `check_storage`) this call creates. Sweeps of one file started in the same second (a shell
+    loop over `--set` values) would otherwise share one Ray Tune folder. (On a URI: `name` as
+    it is.)"""
     if "://" in storage:
         return name
-    Path(storage).mkdir(parents=True, exist_ok=True)
     for k in range(1, 1000):
         candidate = name if k == 1 else f"{name}-{k}"
         try:

@@ -83,6 +83,7 @@ def test_sweeps_started_together_on_a_new_sqlite_store_all_open_it(tmp_path):
 
 def test_sweeps_of_one_file_started_in_the_same_second_get_their_own_folders(tmp_path):
     storage = tmp_path / "runs"
+    storage.mkdir()  # as check_storage makes it
     code = ("import sys\nfrom orchestrator.launch import new_run_name\n"
             "print(new_run_name(sys.argv[1], 's-20261127-120000'))\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(storage)], cwd=REPO, text=True,
