@@ -72,7 +72,7 @@ def _sleeper(config: dict[str, Any]) -> None:
     base = random.Random(repr(sorted(config.items()))).random()
     for epoch in range(1, REPORTS + 1):
         time.sleep(SLEEP_S)
-        tune.report({"overall": base * (1 - 0.5**epoch), "epoch": epoch})
+        tune.report({"overall": base * (1 - 0.5**epoch), "epoch": epoch, "pid": os.getpid()})
 
 
 def _result_counter():
@@ -81,9 +81,11 @@ def _result_counter():
     class Count(tune.Callback):
         def __init__(self) -> None:
             self.results = 0
+            self.pids: set[int] = set()  # trial processes: a reused one keeps its pid
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             self.results += 1
+            self.pids.add(result["pid"])
 
     return Count()
 
@@ -113,6 +115,7 @@ def driver_overhead(runs: list[tuple[int, str]], storage: Path) -> list[dict[str
     from ray.cluster_utils import Cluster
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
 
     from orchestrator.searcher import OptunaSearch
     from orchestrator.space import load_sweep
@@ -145,6 +148,10 @@ def driver_overhead(runs: list[tuple[int, str]], storage: Path) -> list[dict[str
             count = _result_counter()
             searcher = OptunaSearch(space=spec.define_by_run, metric="overall", mode="max",
                                     sampler=_sampler(spec, sampler))
+            # As `mtsweep launch` wraps it: the limiter also tells Tune how many trials to
+            # keep queued (without it, one), which decides how often a finished trial's
+            # process is handed to the next trial instead of a new one being started.
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=concurrency)
             tuner = tune.Tuner(
                 tune.with_resources(_sleeper, {"cpu": 1}),
                 tune_config=tune.TuneConfig(
@@ -168,6 +175,7 @@ def driver_overhead(runs: list[tuple[int, str]], storage: Path) -> list[dict[str
                 "per_trial": (wall - ideal) / n, "per_result": (wall - ideal) / count.results,
                 "cpu": cpu, "cpu_per_result": cpu / count.results, "errors": errors,
                 "concurrency": concurrency, "marginal": None, "sampler": sampler,
+                "processes": len(count.pids),
             }
             prev = next((r for r in reversed(rows) if r["sampler"] == sampler), None)
             if prev is not None:  # the cost of the extra trials over the previous size
@@ -522,7 +530,8 @@ def run(quick: bool, workdir: Path) -> Result:
                  f"{1000 * r['per_trial']:.0f}",
                  "–" if r["marginal"] is None else f"{1000 * r['marginal']:.0f}",
                  f"{1000 * r['per_result']:.0f}", f"{r['results'] / r['wall']:.1f}",
-                 f"{r['cpu']:.1f}", f"{1000 * r['cpu_per_result']:.1f}", r["errors"]]
+                 f"{r['cpu']:.1f}", f"{1000 * r['cpu_per_result']:.1f}",
+                 r.get("processes", "–"), r["errors"]]
                 for r in all_drv]
     win = _window_medians(times)
     win_stock = dict(_window_medians(stock_times))
@@ -555,13 +564,17 @@ def run(quick: bool, workdir: Path) -> Result:
         f"`{FULL_YAML.name}` sets it, grace 1, reduction 3: stops most after 1); the "
         "searcher is `OptunaSearch` over the "
         f"space of `{FULL_YAML.relative_to(REPO)}` with mtsweep's TPE sampler "
-        "(`make_sampler`); `reuse_actors=True` so that process start-up (paid on the worker "
-        "nodes in a real cluster) stays out. Ideal = results × sleep ÷ concurrency.",
+        "(`make_sampler`), behind a `ConcurrencyLimiter` of the trials at a time, with "
+        "`reuse_actors=True`, as `mtsweep launch` sets up one-worker trials: a finished "
+        "trial's process runs the next trial, so process start-up (paid on the worker nodes "
+        "in a real cluster) stays out. *Trial processes*: how many processes the trials ran "
+        "in (the trials at a time, plus one for each time Tune started a new one). "
+        "Ideal = results × sleep ÷ concurrency.",
         "",
         md_table(["trials", "TPE sampler", "results", "wall s", "ideal s",
                   "overhead ms / trial", "marginal ms / trial", "overhead ms / result",
-                  "results/s", "driver CPU s", "driver CPU ms / result", "errors"], drv_rows,
-                 "rlrrrrrrrrrr"),
+                  "results/s", "driver CPU s", "driver CPU ms / result", "trial processes",
+                  "errors"], drv_rows, "rlrrrrrrrrrrr"),
         "",
         "Overhead = wall − ideal; marginal = the extra overhead of the extra trials over the "
         "previous size (Tune's start-up and the first actors left out). Driver CPU = the "
