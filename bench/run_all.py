@@ -112,7 +112,8 @@ def run_one(key: str, quick: bool, root: Path) -> tuple[Result, float]:
 def _fmt_ratio(r: float | None) -> str:
     if r is None:
         return "–"
-    return f"{r:.3g}" if abs(r) < 100 else f"{r:.0f}"
+    # Three significant digits, trailing zeros kept: 1.004 shows as 1.00, not 1.
+    return f"{r:#.3g}" if abs(r) < 100 else f"{r:.0f}"
 
 
 def render(results: list[tuple[Result, float]], args: argparse.Namespace, machine: str,

@@ -77,8 +77,8 @@ def test_full_report_shows_the_earlier_run_beside_each_ratio() -> None:
     args = {q: argparse.Namespace(quick=q) for q in (False, True)}
     full = render(results, args[False], "m", "c", datetime.now(timezone.utc), 1.0, {})
     rows = [line for line in full.splitlines() if line.startswith("| [")]
-    assert f"| {before['ratios']['tax']:.3g} ({before['notes']['tax']}) |" in rows[0]
-    assert "| 2 | – |" in rows[1], "a benchmark the earlier run did not have"
+    assert f"| {before['ratios']['tax']:#.3g} ({before['notes']['tax']}) |" in rows[0]
+    assert "| 2.00 | – |" in rows[1], "a benchmark the earlier run did not have"
     assert before["date"] in full
     quick = render(results, args[True], "m", "c", datetime.now(timezone.utc), 1.0, {})
     assert "before" not in quick.split("## Overview")[1].split("\n\n")[1]
