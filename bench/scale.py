@@ -533,7 +533,7 @@ def run(quick: bool, workdir: Path) -> Result:
                  "–" if r["marginal"] is None else f"{1000 * r['marginal']:.0f}",
                  f"{1000 * r['per_result']:.0f}", f"{r['results'] / r['wall']:.1f}",
                  f"{r['cpu']:.1f}", f"{1000 * r['cpu_per_result']:.1f}",
-                 r.get("most_live", "–"), r.get("processes", "–"), r["errors"]]
+                 r["most_live"], r["processes"], r["errors"]]
                 for r in all_drv]
     win = _window_medians(times)
     win_stock = dict(_window_medians(stock_times))
