@@ -428,3 +428,60 @@ def test_infra_readme_uses_real_cli_flags():
         for line in used:
             for flag in re.findall(r"(--[a-z-]+)", line):
                 assert flag in flags, f"mtsweep {command} has no {flag} ({line})"
+
+
+# ---- constraints-lock.txt ------------------------------------------------------------------
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_pins() -> dict[str, str]:
+    """name → version of every line of constraints-lock.txt (each is `name==version`)."""
+    out = {}
+    for n, line in enumerate((REPO / "constraints-lock.txt").read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line.strip())
+        assert m, f"constraints-lock.txt line {n} is not name==version: {line!r}"
+        out[_norm(m[1])] = m[2]
+    return out
+
+
+def test_lock_agrees_with_constraints():
+    lock = lock_pins()
+    assert "torch" not in lock, "torch is pinned by constraints.txt only (CUDA builds match it)"
+    for name, version in pins().items():
+        if name != "torch":
+            assert lock.get(_norm(name)) == version, f"{name}=={version} in both files"
+
+
+def test_lock_names_every_dependency_of_an_install():
+    """Every package `pip install -e .[test,minilm]` pulls in, all the way down, is in the lock:
+    a dependency added to pyproject.toml without `make lock` would install unpinned."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    lock = lock_pins()
+    missing, seen = [], set()
+    todo = [("mtsweep", frozenset({"test", "minilm"}))]
+    while todo:
+        name, extras = todo.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue  # a requirement whose marker holds nowhere here (e.g. another OS)
+        for spec in dist.requires or []:
+            req = Requirement(spec)
+            envs = [{"extra": e} for e in extras] or [{"extra": ""}]
+            if req.marker and not any(req.marker.evaluate(env) for env in envs):
+                continue
+            dep = _norm(req.name)
+            if dep != "torch" and dep not in lock:
+                missing.append(f"{dep} (required by {name})")
+            todo.append((dep, frozenset(req.extras)))
+    assert not missing, f"not in constraints-lock.txt (run `make lock`): {sorted(set(missing))}"
